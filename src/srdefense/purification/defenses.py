@@ -4,3 +4,5 @@ Each module below registers its own defenses with ``@register_defense``.
 """
 
 from __future__ import annotations
+
+from . import pipeline  # noqa: F401,E402  (none, paper, wd, sr, nearest, bicubic)
