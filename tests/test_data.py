@@ -30,6 +30,7 @@ from srdefense.data import (
     load_dataset,
     preprocess,
     read_image,
+    resize_center_crop,
     resize_shorter,
     to_uint8,
     write_png,
@@ -257,6 +258,7 @@ def test_preprocess_sizes_and_batch() -> None:
     assert y.shape == (2, 3, 224, 224) and y.min() >= 0 and y.max() <= 1
     assert torch.allclose(preprocess(x[1]), y[1], atol=1e-6)
     assert torch.equal(Preprocess(224, 0.875)(x), y)
+    assert torch.equal(resize_center_crop(x, 224, crop_pct=0.875), y)
     assert resize_shorter(x, 256).shape == (2, 3, 256, 341)
     assert resize_shorter(torch.rand(3, 500, 375), 256).shape == (3, 341, 256)
     assert preprocess(torch.rand(3, 100, 60), 240, 0.875).shape == (3, 240, 240)  # upscaled

@@ -20,7 +20,7 @@ from .datasets import (
 )
 from .io import DEFAULT_MAX_PIXELS, ImageReadError, read_image, to_uint8, write_png
 from .samples import SamplesNotFoundError, embedded_samples, samples_dir
-from .transforms import Preprocess, center_crop, preprocess, resize_shorter
+from .transforms import Preprocess, center_crop, preprocess, resize_center_crop, resize_shorter
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -44,6 +44,7 @@ __all__ = [
     "load_dataset",
     "preprocess",
     "read_image",
+    "resize_center_crop",
     "resize_shorter",
     "samples_dir",
     "to_uint8",

@@ -134,3 +134,10 @@ class Preprocess(nn.Module):
     def extra_repr(self) -> str:
         """Show the parameters in the module's repr."""
         return f"size={self.size}, crop_pct={self.crop_pct}, interpolation={self.interpolation!r}"
+
+
+def resize_center_crop(
+    x: Tensor, size: int = 224, crop_pct: float = 0.875, *, interpolation: str = "bicubic"
+) -> Tensor:
+    """Alias of :func:`preprocess` (resize the shorter side to ``int(size / crop_pct)``, crop ``size``)."""
+    return preprocess(x, size, crop_pct, interpolation=interpolation)
