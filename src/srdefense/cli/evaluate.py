@@ -1,0 +1,179 @@
+"""``srdefense evaluate``: a thin shell over :func:`srdefense.evaluation.run_config`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from ._app import app
+from ._common import console, err_console, fail, progress_bar, resolve_device
+
+
+def results_table(results: Any, width: int = 120) -> Table:
+    """A rich table: accuracy (%) per defense (rows) and column, with 95% intervals if they fit."""
+    from ..evaluation.report import column_title
+
+    keys = results.columns()
+    name_w = max(len(d) for d in results.defenses) + 3
+    with_ci = name_w + 17 * len(keys) <= width
+    title = f"accuracy (%), {results.setting}, n={len(results.records)}"
+    title += "" if with_ci else " (95% intervals: see report.md)"
+    table = Table(title=title, title_justify="left")
+    table.add_column("defense", style="bold", no_wrap=True)
+    for k in keys:
+        table.add_column(column_title(results, k).replace("worst case", "worst"), justify="right")
+    for d in results.defenses:
+        cells = []
+        for k in keys:
+            r = results.row(d, k)
+            if r["accuracy"] is None:
+                cells.append("-")
+            elif not with_ci:
+                cells.append(f"{100 * r['accuracy']:.1f}")
+            else:
+                lo, hi = r["ci95"]
+                cells.append(f"{100 * r['accuracy']:.1f} [dim][{100 * lo:.0f}-{100 * hi:.0f}][/]")
+        table.add_row(d, *cells)
+    return table
+
+
+def _setup_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean a bad dataset, classifier or weight file (reported without a traceback)."""
+    from .._weights import WeightsError
+    from ..data.datasets import DatasetError
+    from ..models.registry import ClassifierLoadError
+
+    return (DatasetError, ClassifierLoadError, WeightsError, FileNotFoundError)
+
+
+@app.command()
+def evaluate(
+    data: Annotated[
+        str | None, typer.Option(help="'samples' (embedded photos), a folder ROOT/<wnid>/*, or FILE.csv.")
+    ] = None,
+    n: Annotated[int | None, typer.Option(help="Number of images (a seeded random subset).")] = None,
+    classifier: Annotated[
+        str | None,
+        typer.Option(help="Registered classifier, timm:NAME, torchvision:NAME or module.py:factory."),
+    ] = None,
+    defense: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated defense specs (none,paper,wd:sigma=0.02,...) or 'all'."),
+    ] = None,
+    attack: Annotated[
+        str | None, typer.Option(help="Comma-separated attacks (fgsm,ifgsm,mifgsm,pgd,deepfool,cw).")
+    ] = None,
+    eps: Annotated[
+        str | None, typer.Option(help="Comma-separated Linf budgets, e.g. 2/255,4/255,8/255 or 0.01.")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="YAML file with any of these options (command-line flags win).")
+    ] = None,
+    setting: Annotated[str | None, typer.Option(help="Threat model: gray-box (others: not yet).")] = None,
+    resolution: Annotated[
+        str | None, typer.Option(help="purified: classify the 2x image (paper); native: resize back.")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images per batch.")] = None,
+    image_size: Annotated[
+        int | None, typer.Option("--image-size", help="Input side of the images (default: the classifier's).")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N or auto.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of every random draw.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (runs/NAME).")] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option("--cache-dir", help="Adversarial-example cache (default OUT/cache).")
+    ] = None,
+    resume: Annotated[
+        bool | None, typer.Option("--resume/--no-resume", help="Continue an interrupted run in --out.")
+    ] = None,
+    quiet: Annotated[
+        bool | None, typer.Option("--quiet/--no-quiet", "-q", help="Show only the table.")
+    ] = None,
+) -> None:
+    """Evaluate defenses against attacks (gray-box: attacks see the classifier only).
+
+    Writes results.json, samples.jsonl, report.md and report.html into --out. Adversarial
+    examples are cached, so adding a defense never recomputes an attack; --resume continues
+    an interrupted run with the same final numbers.
+    """
+    from ..evaluation import ConfigError, build_config, load_config_file
+
+    flags = {
+        "data": data,
+        "n": n,
+        "classifier": classifier,
+        "defenses": defense,
+        "attacks": attack,
+        "eps": eps,
+        "setting": setting,
+        "resolution": resolution,
+        "batch_size": batch_size,
+        "image_size": image_size,
+        "device": device,
+        "seed": seed,
+        "out": str(out) if out is not None else None,
+        "cache_dir": str(cache_dir) if cache_dir is not None else None,
+        "resume": resume,
+        "quiet": quiet,
+    }
+    try:
+        file_values = load_config_file(config) if config is not None else {}
+        cfg = build_config(file_values, flags)
+    except ConfigError as exc:
+        fail(str(exc))
+    if not cfg.out:
+        fail("--out: an output folder is required (or 'out:' in the --config file)")
+    run_and_show(cfg)
+
+
+def run_and_show(cfg: Any) -> Any:
+    """Run an :class:`~srdefense.evaluation.EvalConfig` with progress bars, then print the table.
+
+    Shared by ``srdefense evaluate`` and ``srdefense demo``: rich progress bars on stderr
+    (hidden with ``cfg.quiet``), the accuracy table on stdout, warnings on stderr. Errors in
+    the configuration end the command with exit status 2 and a message, without a traceback.
+
+    Returns:
+        The :class:`~srdefense.evaluation.Results`.
+    """
+    from ..evaluation import ConfigError, run_config
+    from ..evaluation.runner import ProgressEvent
+
+    cfg.device = str(resolve_device(cfg.device))
+    with progress_bar(not cfg.quiet) as prog:
+        tasks: dict[str, Any] = {}
+
+        def on_progress(ev: ProgressEvent) -> None:
+            if ev.stage == "start":
+                tasks["batches"] = prog.add_task("batches", total=ev.n_batches)
+                tasks["steps"] = prog.add_task("attacks + defenses", total=ev.n_attacks + ev.n_defenses)
+            elif ev.stage in ("attack", "defense"):
+                if ev.attack:
+                    what = f"attack {ev.attack}" + (" (cached)" if ev.cached else "")
+                else:
+                    what = f"defense {ev.defense}"
+                prog.update(tasks["steps"], advance=1, description=f"batch {ev.batch + 1}: {what}")
+            elif ev.stage in ("batch", "skip"):
+                prog.update(tasks["batches"], advance=1)
+                prog.reset(tasks["steps"])
+
+        try:
+            results = run_config(cfg, progress=on_progress)
+        except (ConfigError, NotImplementedError) as exc:
+            fail(str(exc))
+        except KeyError as exc:
+            fail(str(exc.args[0]) if exc.args else str(exc))
+        except _setup_errors() as exc:
+            # dataset, classifier and weight loading errors carry their own explanation
+            fail(str(exc))
+
+    console.print(results_table(results, console.width))
+    if not cfg.quiet:
+        for w in results.warnings:
+            err_console.print(f"[yellow]warning ({w['check']}):[/] {w['message']}", highlight=False)
+        if cfg.out:
+            console.print(f"wrote results.json, samples.jsonl, report.md, report.html to {cfg.out}")
+    return results
