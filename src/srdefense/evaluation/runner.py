@@ -32,7 +32,8 @@ from .io import JsonlWriter, read_jsonl
 from .metrics import finite_or_none, psnr, quality_reference, ssim
 from .results import Results, record_warnings, summarize
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+"""Part of every cache key: bump it when the way adversarial examples are produced changes."""
 
 
 @dataclass(frozen=True)
@@ -422,8 +423,9 @@ def evaluate(
     the records and written to ``out/results.json`` atomically.
 
     Randomness is derived from ``seed`` and the sample ids of each batch (never from a running
-    generator), so the same seed gives the same numbers, and a resumed run gives exactly the
-    numbers of an uninterrupted one.
+    generator), and drawn from CPU generators whatever the device, so the same seed gives the
+    same numbers (up to floating-point differences between devices), and a resumed run gives
+    exactly the numbers of an uninterrupted one.
 
     Args:
         classifier: the model (float [0, 1] NCHW -> logits) or a name for ``create_classifier``.
@@ -663,9 +665,10 @@ def _default_class_names(classifier: nn.Module, x: Tensor) -> list[str] | None:
 
 
 def _set_generators(purifier: Purifier, seed: int, device: torch.device) -> None:
+    # CPU generators on every device: the draws (and so the numbers) do not depend on the device
     for m in purifier.modules():
-        if isinstance(m, Purifier) and (m.randomized or hasattr(m, "generator")):
-            m.generator = torch.Generator(device=device).manual_seed(seed)
+        if isinstance(m, Purifier):
+            m.generator = torch.Generator().manual_seed(seed)
 
 
 def _purify(purifier: Purifier, x: Tensor, seed: int, device: torch.device) -> Tensor:
@@ -712,7 +715,8 @@ def _adversarial(
         cache.hits += 1
         return hit, True
     cache.misses += 1
-    gen = torch.Generator(device=x.device).manual_seed(_seed_of("attack", seed, desc["config"], ids))
+    # a CPU generator on every device, so random starts and targets do not depend on the device
+    gen = torch.Generator().manual_seed(_seed_of("attack", seed, desc["config"], ids))
     with torch.random.fork_rng(devices=[] if x.device.type == "cpu" else [x.device]):
         torch.manual_seed(_seed_of("attack-global", seed, desc["config"], ids))
         adv = run.attack(classifier, x, y, generator=gen)
