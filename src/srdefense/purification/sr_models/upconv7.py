@@ -71,9 +71,9 @@ class UpConv7(nn.Module):
         With stride 2, kernel 4 and padding 3, output row ``2m`` reads input rows ``m, m+1``
         through kernel rows ``3, 1`` and output row ``2m+1`` reads rows ``m+1, m+2`` through
         kernel rows ``2, 0`` (the same for columns). The four output phases are therefore a
-        3x3 VALID convolution with zeros in the unused taps; computing them as one ordinary
-        convolution is about twice as fast on CPUs as ``conv_transpose2d``. Differentiable in
-        the weights.
+        3x3 VALID convolution with zeros in the unused taps. As one ordinary convolution (in
+        NHWC) the layer ran 1.6x faster than ``conv_transpose2d`` on a 2-core AMD EPYC, and the
+        whole network 1.07x to 1.8x faster depending on the CPU. Differentiable in the weights.
 
         Returns:
             ``(weight (12, 256, 3, 3), bias (12,))`` in PixelShuffle channel order.
