@@ -2,8 +2,22 @@
 
 Mustafa et al., "Image Super-Resolution as a Defense Against Adversarial Attacks",
 IEEE TIP 2020, with honest gray-box and white-box evaluation.
+
+Example:
+    >>> import srdefense
+    >>> classifier = srdefense.create_classifier("efficientnet_lite0")
+    >>> model = srdefense.Defended(srdefense.paper_defense(), classifier)
 """
 
+from .data import load_dataset, read_image, write_png
+from .models import (
+    ClassifierCfg,
+    create_classifier,
+    get_classifier_cfg,
+    imagenet_classes,
+    list_classifiers,
+    wrap_classifier,
+)
 from .purification import (
     BPDA,
     Compose,
@@ -12,21 +26,42 @@ from .purification import (
     NoGradientError,
     Purifier,
     ResizeBack,
+    SuperResolve,
+    WaveletDenoise,
     create_defense,
+    denoise_wavelet,
     list_defenses,
+    list_sr_models,
+    paper_defense,
+    super_resolve,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BPDA",
+    "ClassifierCfg",
     "Compose",
     "Defended",
     "Identity",
     "NoGradientError",
     "Purifier",
     "ResizeBack",
+    "SuperResolve",
+    "WaveletDenoise",
     "__version__",
+    "create_classifier",
     "create_defense",
+    "denoise_wavelet",
+    "get_classifier_cfg",
+    "imagenet_classes",
+    "list_classifiers",
     "list_defenses",
+    "list_sr_models",
+    "load_dataset",
+    "paper_defense",
+    "read_image",
+    "super_resolve",
+    "wrap_classifier",
+    "write_png",
 ]

@@ -110,7 +110,9 @@ def classify(
     ] = None,
     defense: Annotated[str, typer.Option(help="Defense spec applied before classifying.")] = "none",
     sr: Annotated[str | None, typer.Option("--sr", help="Super-resolution backend.")] = None,
-    sr_weights: Annotated[Path | None, typer.Option("--sr-weights", help="Weights for the SR backend.")] = None,
+    sr_weights: Annotated[
+        Path | None, typer.Option("--sr-weights", help="Weights for the SR backend.")
+    ] = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, max=1000, help="Classes to show.")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "cpu",
@@ -189,13 +191,15 @@ def list_(
     if what not in _LIST_CHOICES:
         fail(f"list: expected one of {', '.join(_LIST_CHOICES)}, got {what!r}")
     if what in ("all", "classifiers"):
-        from ..models import list_classifiers
+        from ..models import get_classifier_cfg, list_classifiers
 
-        t = Table(title="classifiers")
-        for col in ("name", "input", "source", "license"):
+        t = Table(title="classifiers (also timm:NAME, torchvision:NAME, module.py:factory)")
+        for col in ("name", "input", "description", "source", "license"):
             t.add_column(col)
-        for cfg in list_classifiers():
-            t.add_row(cfg.name, "x".join(map(str, cfg.input_size)), cfg.source, cfg.license)
+        for name in list_classifiers():
+            cfg = get_classifier_cfg(name)
+            size = "x".join(map(str, cfg.input_size))
+            t.add_row(name, size, cfg.description, cfg.source, cfg.license)
         console.print(t)
     if what in ("all", "sr"):
         from ..purification.superres import list_sr_models
@@ -222,13 +226,14 @@ def list_(
             )
         console.print(t)
     if what in ("all", "attacks"):
-        try:
-            from ..attacks import list_attacks
-        except ImportError:
-            return
+        from ..attacks import create_attack, list_attacks
+
         t = Table(title="attacks")
-        for col in ("name", "norm", "description"):
+        for col in ("name", "norm", "default eps", "description"):
             t.add_column(col)
-        for a in list_attacks():
-            t.add_row(a.name, str(a.norm or "minimal"), a.description)
+        for name in list_attacks():
+            a = create_attack(name)
+            doc = (type(a).__doc__ or "").strip().splitlines()
+            eps = "minimal norm" if a.eps is None else f"{a.eps:.4g}"
+            t.add_row(name, str(a.norm or "-"), eps, doc[0] if doc else "")
         console.print(t)

@@ -164,9 +164,7 @@ class BPDA(Purifier):
     differentiable = True
     reference = "Athalye, Carlini, Wagner, ICML 2018 (BPDA)"
 
-    def __init__(
-        self, purifier: Purifier, surrogate: Callable[[Tensor], Tensor] | None = None
-    ) -> None:
+    def __init__(self, purifier: Purifier, surrogate: Callable[[Tensor], Tensor] | None = None) -> None:
         super().__init__()
         self.purifier = purifier
         self.surrogate = surrogate
@@ -182,8 +180,7 @@ class BPDA(Purifier):
         s = self.surrogate(x) if self.surrogate is not None else self.purifier.bpda_surrogate(x)
         if s.shape != y.shape:
             raise ValueError(
-                f"BPDA surrogate output shape {tuple(s.shape)} differs from the purifier's "
-                f"{tuple(y.shape)}"
+                f"BPDA surrogate output shape {tuple(s.shape)} differs from the purifier's {tuple(y.shape)}"
             )
         return _StraightThrough.apply(y, s)
 

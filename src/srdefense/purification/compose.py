@@ -129,7 +129,7 @@ class Defended(nn.Module):
         check_image_batch(images, "images")
         x = self.purifier(images)
         if self.resolution == "native" and x.shape[-2:] != images.shape[-2:]:
-            x = nn.functional.interpolate(
-                x, size=images.shape[-2:], mode="bilinear", antialias=True
-            ).clamp(0, 1)
+            x = nn.functional.interpolate(x, size=images.shape[-2:], mode="bilinear", antialias=True).clamp(
+                0, 1
+            )
         return self.classifier(x)

@@ -10,8 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+import torch
+from torch import Tensor
+
 from .base import Identity, Purifier
 from .compose import Compose, ResizeBack
+from .jpeg import JPEG
 from .registry import register_defense
 from .superres import SuperResolve
 from .wavelet import WaveletDenoise
@@ -19,6 +23,34 @@ from .wavelet import WaveletDenoise
 PAPER = "Mustafa et al., Image Super-Resolution as a Defense Against Adversarial Attacks, IEEE TIP 2020"
 
 Resolution = Literal["2x", "native"]
+
+
+class UInt8Quantize(Purifier):
+    """Quantise to 8 bits and back, as saving an image file does (no gradient; BPDA identity).
+
+    Args:
+        rounding: ``"round"`` (to nearest, as EDSR-PyTorch's ``quantize`` before saving the PNG)
+            or ``"floor"`` (truncation, as matplotlib's ``imsave`` converts float images).
+    """
+
+    differentiable = False
+    reference = "hidden step of the official code (uint8 image files)"
+
+    def __init__(self, rounding: str = "round") -> None:
+        super().__init__()
+        if rounding not in ("round", "floor"):
+            raise ValueError(f"rounding: expected 'round' or 'floor', got {rounding!r}")
+        self.rounding = rounding
+
+    def purify(self, x: Tensor) -> Tensor:
+        """``round(255 x) / 255`` or ``floor(255 x) / 255`` on values clamped to [0, 1]."""
+        y = x.clamp(0, 1) * 255
+        y = torch.round(y) if self.rounding == "round" else torch.floor(y)
+        return y / 255
+
+    def extra_repr(self) -> str:
+        """Constructor arguments shown by ``repr``."""
+        return f"rounding={self.rounding!r}"
 
 
 def _resolution_stage(resolution: str, factor: int) -> list[Purifier]:
@@ -121,6 +153,36 @@ def _paper(
         sr_weights=sr_weights,
         resolution=resolution,
         tile_size=tile_size,
+    )
+
+
+@register_defense(
+    "paper-faithful",
+    reference=PAPER + " (official code's hidden steps made explicit)",
+    description="paper + JPEG save of the denoised image (matplotlib, q75) + uint8 SR output",
+    differentiable=False,
+)
+def _paper_faithful(
+    sigma: float | None = 0.01,
+    jpeg_quality: int = 75,
+    sr_model: str = "upconv7",
+    sr_weights: str | None = None,
+    resolution: Resolution = "2x",
+    tile_size: int | None = None,
+) -> Purifier:
+    """The official code as it runs: denoise, save as JPEG, super-resolve, save as uint8 PNG.
+
+    matplotlib's ``imsave`` truncates the float image to uint8 and writes a JPEG with PIL's
+    default quality 75; EDSR-PyTorch rounds its output to uint8 before saving the PNG.
+    """
+    sr = SuperResolve(sr_model, weights=sr_weights, tile_size=tile_size)
+    return Compose(
+        WaveletDenoise(sigma=sigma, convert2ycbcr=True, legacy_sigma=True),
+        UInt8Quantize("floor"),
+        JPEG(quality=jpeg_quality),
+        sr,
+        UInt8Quantize("round"),
+        *_resolution_stage(resolution, sr.scale),
     )
 
 

@@ -1,0 +1,34 @@
+"""Purification speed, as ratios against references measured in the same run.
+
+(a) the torch wavelet denoiser's throughput over scikit-image's ``denoise_wavelet`` on 64 photos
+    of 224x224 with 2 threads (target >= 5x);
+(b) ``upconv7`` throughput as a fraction of this machine's fp32 matrix-multiply rate: network
+    FLOPs / time over GEMM FLOP/s (target >= 0.75).
+
+Run: ``.venv/bin/python benchmarks/bench_purify.py``
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_sr import bench_upconv7  # noqa: E402
+from bench_wavelet import bench_wavelet  # noqa: E402
+
+
+def main() -> None:
+    w = bench_wavelet(n=64, size=224)
+    print("(a) wavelet denoising, 64 photos 224x224, 2 threads")
+    for k, v in w.items():
+        print(f"    {k}: {v:.4g}" if isinstance(v, float) else f"    {k}: {v}")
+    s = bench_upconv7(batch=4, size=224, threads=2)
+    print("(b) upconv7 x2 throughput vs fp32 GEMM, 2 threads")
+    for k, v in s.items():
+        print(f"    {k}: {v:.4g}" if isinstance(v, float) else f"    {k}: {v}")
+
+
+if __name__ == "__main__":
+    main()

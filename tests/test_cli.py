@@ -1,0 +1,137 @@
+"""The purify, classify and list commands, through typer's runner."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+import srdefense
+from srdefense.cli.main import _load_commands, app
+from srdefense.data.samples import embedded_samples
+
+_load_commands()
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two small real photos, a corrupt file, a text file and a missing path."""
+    d = tmp_path_factory.mktemp("inputs")
+    (jeep, _), (mastiff, _) = embedded_samples()[7], embedded_samples()[0]
+    out = {}
+    for name, src in (("jeep", jeep), ("mastiff", mastiff)):
+        im = Image.open(src).convert("RGB").resize((40, 32), Image.BICUBIC)
+        out[name] = d / f"{name}.jpg"
+        im.save(out[name], quality=95)
+    out["truncated"] = d / "broken.jpg"
+    out["truncated"].write_bytes(out["jeep"].read_bytes()[:200])
+    out["text"] = d / "notes.png"
+    out["text"].write_text("not an image")
+    out["missing"] = d / "missing.png"
+    return out
+
+
+def test_purify_writes_2x_images_and_reports_each_bad_input(photos: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "purified"
+    args = ["purify", str(photos["jeep"]), str(photos["truncated"]), str(photos["text"])]
+    args += [str(photos["missing"]), str(photos["mastiff"]), "--out", str(out), "--quiet"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 1, res.output
+    assert sorted(p.name for p in out.iterdir()) == ["jeep.png", "mastiff.png"]  # no partial files
+    for name in ("broken.jpg", "notes.png", "missing.png"):
+        assert name in res.output
+    assert "wrote 2 purified image(s)" in res.output
+    written = srdefense.read_image(out / "jeep.png")
+    assert written.shape == (3, 64, 80)  # the paper defense returns the 2x image
+    expected = srdefense.paper_defense()(srdefense.read_image(photos["jeep"])[None])[0]
+    assert (written - expected).abs().max().item() <= 0.5 / 255 + 1e-6  # only uint8 rounding
+    mode = stat.S_IMODE(os.stat(out / "jeep.png").st_mode)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert mode == 0o666 & ~umask
+
+
+def test_purify_with_a_named_defense_and_parameters(photos: dict[str, Path], tmp_path: Path) -> None:
+    res = runner.invoke(
+        app, ["purify", str(photos["jeep"]), "--out", str(tmp_path), "--defense", "bit-depth:bits=1", "-q"]
+    )
+    assert res.exit_code == 0, res.output
+    values = np.unique(np.asarray(Image.open(tmp_path / "jeep.png")))
+    assert set(values.tolist()) <= {0, 255}
+
+
+def test_purify_sr_backend_option_and_errors(photos: dict[str, Path], tmp_path: Path) -> None:
+    res = runner.invoke(
+        app,
+        ["purify", str(photos["jeep"]), "--out", str(tmp_path), "--defense", "sr", "--sr", "nearest", "-q"],
+    )
+    assert res.exit_code == 0, res.output
+    got = srdefense.read_image(tmp_path / "jeep.png")
+    src = srdefense.read_image(photos["jeep"])
+    torch.testing.assert_close(
+        got, src.repeat_interleave(2, 1).repeat_interleave(2, 2), atol=0.5 / 255, rtol=0
+    )
+    res = runner.invoke(app, ["purify", str(photos["jeep"]), "--out", str(tmp_path), "--defense", "nope"])
+    assert res.exit_code == 2 and "unknown defense 'nope'" in res.output and "paper" in res.output
+    res = runner.invoke(
+        app, ["purify", str(photos["jeep"]), "--out", str(tmp_path), "--defense", "jpeg", "--sr", "edsr"]
+    )
+    assert res.exit_code == 2 and "no super-resolution stage" in res.output
+    res = runner.invoke(app, ["purify", str(photos["jeep"]), "--out", str(tmp_path), "--sr", "edsr"])
+    assert res.exit_code == 2 and "edsr_baseline_x2" in res.output
+
+
+def test_classify_json_names_the_true_class(photos: dict[str, Path]) -> None:
+    jeep, label = embedded_samples()[8]  # a yurt, classified correctly with or without defense
+    res = runner.invoke(app, ["classify", str(jeep), str(photos["text"]), "--json", "--top-k", "3"])
+    assert res.exit_code == 1  # the text file failed
+    out = json.loads(res.stdout)
+    assert [e["file"] for e in out["errors"]] == [str(photos["text"])]
+    (r,) = out["results"]
+    preds = r["predictions"]
+    assert [p["rank"] for p in preds] == [1, 2, 3]
+    assert label in [p["index"] for p in preds]
+    probs = [p["probability"] for p in preds]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+    assert preds[0]["wnid"].startswith("n") and preds[0]["name"]
+
+
+def test_classify_behind_the_paper_defense_and_table_output() -> None:
+    jeep, label = embedded_samples()[8]  # a yurt, classified correctly with or without defense
+    res = runner.invoke(
+        app, ["classify", str(jeep), "--defense", "paper:resolution=native", "--json", "-k", "5"]
+    )
+    assert res.exit_code == 0, res.output
+    preds = json.loads(res.stdout)["results"][0]["predictions"]
+    assert label in [p["index"] for p in preds]
+    res = runner.invoke(app, ["classify", str(jeep), "-k", "2"])
+    assert res.exit_code == 0 and "probability" in res.output
+    res = runner.invoke(app, ["classify", str(jeep), "--classifier", "resnet9000"])
+    assert res.exit_code == 2 and "efficientnet_lite0" in res.output
+
+
+def test_list_shows_every_registry() -> None:
+    res = runner.invoke(app, ["list"], env={"COLUMNS": "250"})
+    assert res.exit_code == 0, res.output
+    for name in (
+        "efficientnet_lite0",
+        "upconv7",
+        "edsr",
+        "bicubic",
+        "paper",
+        "paper-faithful",
+        "pixel-deflection",
+    ):
+        assert name in res.output
+    res = runner.invoke(app, ["list", "defenses"], env={"COLUMNS": "250"})
+    assert "no (BPDA)" in res.output and "efficientnet_lite0" not in res.output
+    res = runner.invoke(app, ["list", "bogus"])
+    assert res.exit_code == 2 and "classifiers" in res.output
