@@ -147,6 +147,12 @@ def to_uint8(image: Tensor) -> Tensor:
     return (image.detach().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
 
 
+def _default_file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def write_png(path: str | Path, image: Tensor) -> Path:
     """Write a float image (3, H, W) or (1, H, W) in [0, 1] as an 8-bit PNG, atomically.
 
@@ -183,6 +189,7 @@ def write_png(path: str | Path, image: Tensor) -> Path:
             pil.save(f, format="PNG")
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp_name, _default_file_mode())  # mkstemp creates 0600; use the umask's mode
         os.replace(tmp_name, path)
     except BaseException:
         with contextlib.suppress(OSError):
