@@ -169,6 +169,9 @@ def run_and_show(cfg: Any) -> Any:
         except _setup_errors() as exc:
             # dataset, classifier and weight loading errors carry their own explanation
             fail(str(exc))
+        except KeyboardInterrupt:
+            hint = f"; add --resume to continue it in {cfg.out}" if cfg.out else ""
+            fail(f"interrupted: the finished batches are recorded{hint}", code=130)
 
     console.print(results_table(results, console.width))
     if not cfg.quiet:
