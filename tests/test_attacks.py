@@ -58,7 +58,7 @@ def _one_thread():
     """One intra-op thread for this module, restored afterwards.
 
     On a small shared machine, OpenMP threads that wait for each other while other processes
-    hold the cores made this file 30x slower (840 s instead of 26 s with 2 threads on 2 busy
+    hold the cores made this file 30x slower (840 s with 2 threads, 26 s with 1, on 2 busy
     cores); one thread keeps it predictable.
     """
     before = torch.get_num_threads()
