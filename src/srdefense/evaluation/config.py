@@ -264,7 +264,9 @@ def resolve_defense_names(specs: Sequence[str]) -> list[str]:
     """Expand ``all`` and check every defense name against the registry.
 
     ``all`` becomes every registered defense that can be built without arguments (in registry
-    order); other specs are kept as given.
+    order; ``quilting`` needs its patch database: add ``quilting:database=DIR``);
+    ``ablations`` becomes the ablations of the paper's pipeline
+    (:data:`srdefense.evaluation.comparison.ABLATIONS`); other specs are kept as given.
 
     Raises:
         ConfigError: unknown defense name (the message lists the known ones).
@@ -274,7 +276,12 @@ def resolve_defense_names(specs: Sequence[str]) -> list[str]:
     infos = list_defenses()
     known = [d.name for d in infos]
     out: list[str] = []
+    from .comparison import ABLATIONS
+
     for spec in specs:
+        if spec == "ablations":
+            out.extend(a for a in ABLATIONS if a not in out)
+            continue
         if spec == "all":
             for name in known:
                 try:
@@ -289,7 +296,9 @@ def resolve_defense_names(specs: Sequence[str]) -> list[str]:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         if name not in known:
-            raise ConfigError(f"unknown defense {name!r}; known: {', '.join(known) or '(none)'}, all")
+            raise ConfigError(
+                f"unknown defense {name!r}; known: {', '.join(known) or '(none)'}, all, ablations"
+            )
         if spec not in out:
             out.append(spec)
     return out

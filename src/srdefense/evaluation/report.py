@@ -371,9 +371,27 @@ def section_config(results: Results) -> Section:
     )
 
 
+def _comparison_sections() -> tuple[SectionFn, SectionFn]:
+    from .comparison import section_ablation, section_paper_comparison
+
+    return section_paper_comparison, section_ablation
+
+
+def section_paper_comparison(results: Results) -> Section | None:
+    """See :func:`srdefense.evaluation.comparison.section_paper_comparison`."""
+    return _comparison_sections()[0](results)
+
+
+def section_ablation(results: Results) -> Section | None:
+    """See :func:`srdefense.evaluation.comparison.section_ablation`."""
+    return _comparison_sections()[1](results)
+
+
 DEFAULT_SECTIONS: tuple[SectionFn, ...] = (
     section_overview,
     section_accuracy,
+    section_paper_comparison,
+    section_ablation,
     section_clean,
     section_worst_case,
     section_accuracy_vs_eps,

@@ -1,0 +1,101 @@
+"""The paper's comparison and the ablations of its pipeline, as named groups and report sections.
+
+``--defense ablations`` expands to :data:`ABLATIONS`; the report shows the competing defenses in
+the layout of the paper's tables (rows: defenses; columns: attacks) and the ablations apart.
+"""
+
+from __future__ import annotations
+
+from .report import Section, Table, _pct, column_title
+from .results import Results
+
+#: Row order of the paper's comparison tables (Mustafa et al. 2020, Tables III-V): no defense,
+#: the competing input transformations, the interpolation baselines, then the proposed defense.
+PAPER_ORDER: tuple[str, ...] = (
+    "none",
+    "jpeg",
+    "bit-depth",
+    "median",
+    "feature-squeezing",
+    "random-resize-pad",
+    "tvm",
+    "quilting",
+    "pixel-deflection",
+    "nearest",
+    "bicubic",
+    "paper",
+)
+
+#: The ablations of the paper's pipeline, as defense specs, with what each one changes.
+ABLATIONS: dict[str, str] = {
+    "wd": "wavelet denoising only",
+    "sr": "super-resolution only",
+    "paper": "the paper's pipeline (sigma 0.01, db1, BayesShrink, soft, YCbCr, then SR x2)",
+    "paper:sr_model=nearest": "nearest x2 in place of super-resolution",
+    "paper:sr_model=bicubic": "bicubic x2 in place of super-resolution",
+    "paper-faithful": "the official code's hidden steps: JPEG save (q75) + uint8 SR output",
+    "paper:resolution=native": "classified at the native size (antialiased back from 2x)",
+    "paper:sigma=0": "sigma 0 (no thresholding)",
+    "paper:sigma=0.02": "sigma 0.02",
+    "paper:sigma=0.03": "sigma 0.03",
+    "paper:sigma=0.04": "sigma 0.04",
+    "paper:sigma=none": "sigma estimated from each image",
+}
+
+
+def _attack_keys(results: Results) -> list[str]:
+    return [k for k in results.columns() if k != "clean" and not k.startswith("worst")]
+
+
+def _table(results: Results, defenses: list[str], notes: dict[str, str] | None, caption: str) -> Table:
+    keys = ["clean", *_attack_keys(results)]
+    headers = (
+        ["defense"] + ([] if notes is None else ["what changes"]) + [column_title(results, k) for k in keys]
+    )
+    rows, shade = [], []
+    for d in defenses:
+        cells: list[str] = [d] + ([] if notes is None else [notes.get(d, "")])
+        tints: list[float | None] = [None] * len(cells)
+        for k in keys:
+            acc = results.row(d, k)["accuracy"]
+            cells.append(_pct(acc))
+            tints.append(acc)
+        rows.append(cells)
+        shade.append(tints)
+    text_cols = () if notes is None else (1,)
+    return Table(headers, rows, caption, shade, text_columns=text_cols)
+
+
+def section_paper_comparison(results: Results) -> Section | None:
+    """Competing defenses in the row order of the paper's tables, attacks as columns."""
+    present = [d for d in PAPER_ORDER if d in results.defenses]
+    others = [d for d in results.defenses if d not in PAPER_ORDER and d not in ABLATIONS and ":" not in d]
+    rows = present + others
+    if len(rows) < 2:
+        return None
+    return Section(
+        "Comparison with competing defenses (layout of the paper)",
+        text=[
+            "Accuracy (%) as in the paper's tables: rows are defenses, in the paper's order (no defense, "
+            "the input transformations it was compared with, then super-resolution); columns are the "
+            f"clean images and each attack. Setting: {results.config['setting']}. Intervals are in the "
+            "accuracy table above."
+        ],
+        tables=[_table(results, rows, None, "")],
+    )
+
+
+def section_ablation(results: Results) -> Section | None:
+    """The pipeline taken apart: which stage does the work."""
+    rows = [d for d in ABLATIONS if d in results.defenses]
+    rows += [d for d in results.defenses if ":" in d and d not in rows]
+    if len(rows) < 2:
+        return None
+    return Section(
+        "Ablation of the pipeline",
+        text=[
+            "Each row changes one thing of the paper's pipeline (run them all with --defense ablations). "
+            "Compare each row with 'paper' to see which stage does the work."
+        ],
+        tables=[_table(results, rows, ABLATIONS, "")],
+    )
