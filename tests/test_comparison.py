@@ -85,10 +85,8 @@ def test_paper_faithful_is_the_explicit_composition_and_has_no_gradient() -> Non
         for s in d.stages:
             manual = s(manual)
         torch.testing.assert_close(d(x), manual, rtol=0, atol=0)
-    assert (
-        torch.equal((d(x) * 255).round(), d(x) * 255)
-        or (d(x) * 255 - (d(x) * 255).round()).abs().max() < 1e-4
-    )
+    levels = d(x) * 255
+    assert (levels - levels.round()).abs().max() < 1e-4  # the output is on the uint8 grid
     xg = x.clone().requires_grad_(True)
     with pytest.raises(NoGradientError):
         d(xg).sum().backward()
