@@ -61,7 +61,9 @@ def evaluate(
     ] = None,
     defense: Annotated[
         str | None,
-        typer.Option(help="Comma-separated defense specs (none,paper,wd:sigma=0.02,...) or 'all'."),
+        typer.Option(
+            help="Comma-separated defense specs (none,paper,wd:sigma=0.02,...), 'all' or 'ablations'."
+        ),
     ] = None,
     attack: Annotated[
         str | None, typer.Option(help="Comma-separated attacks (fgsm,ifgsm,mifgsm,pgd,deepfool,cw).")
@@ -126,6 +128,12 @@ def evaluate(
         fail(str(exc))
     if not cfg.out:
         fail("--out: an output folder is required (or 'out:' in the --config file)")
+    if "all" in cfg.defenses and not any(d.split(":")[0] == "quilting" for d in cfg.defenses):
+        err_console.print(
+            "note: 'all' leaves out quilting, which needs a patch database of clean images: "
+            "add quilting:database=DIR",
+            highlight=False,
+        )
     run_and_show(cfg)
 
 
