@@ -126,34 +126,12 @@ def _none() -> Purifier:
     return Identity()
 
 
-@register_defense(
+register_defense(
     "paper",
     reference=PAPER,
     description="wavelet denoising (BayesShrink, soft, YCbCr, db1, sigma 0.01) then SR x2",
     differentiable=True,
-)
-def _paper(
-    sigma: float | None = 0.01,
-    wavelet: str = "db1",
-    method: str = "BayesShrink",
-    mode: str = "soft",
-    legacy_sigma: bool = True,
-    sr_model: str = "upconv7",
-    sr_weights: str | None = None,
-    resolution: Resolution = "2x",
-    tile_size: int | None = None,
-) -> Purifier:
-    return paper_defense(
-        sigma=sigma,
-        wavelet=wavelet,
-        method=method,
-        mode=mode,
-        legacy_sigma=legacy_sigma,
-        sr_model=sr_model,
-        sr_weights=sr_weights,
-        resolution=resolution,
-        tile_size=tile_size,
-    )
+)(paper_defense)
 
 
 @register_defense(
