@@ -444,24 +444,35 @@ def test_adapter_build_failure_is_clear(monkeypatch: pytest.MonkeyPatch) -> None
 def test_timm_real_resnet18_offline(tmp_path: Path) -> None:
     import timm
 
-    sd = timm.create_model("resnet18", pretrained=False).state_dict()
+    ref = timm.create_model("resnet18", pretrained=False).eval()
+    sd = ref.state_dict()
     f = tmp_path / "r18.safetensors"
     save_file({k: v.contiguous() for k, v in sd.items()}, str(f))
     clf = create_classifier("timm:resnet18", weights=f)
-    assert clf(torch.rand(1, 3, 224, 224)).shape == (1, 1000)
     assert clf.cfg.mean == pytest.approx((0.485, 0.456, 0.406))
+    x = torch.rand(2, 3, 224, 224)
+    mean = torch.tensor(clf.cfg.mean).view(1, 3, 1, 1)
+    std = torch.tensor(clf.cfg.std).view(1, 3, 1, 1)
+    with torch.no_grad():  # the adapter = timm's model behind timm's normalisation
+        torch.testing.assert_close(clf(x), ref((x - mean) / std), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.skipif(not HAS_TV, reason="torchvision not installed (its wheel pulls a CUDA torch)")
 def test_torchvision_real_resnet18_offline(tmp_path: Path) -> None:
     import torchvision
 
-    sd = torchvision.models.resnet18().state_dict()
+    ref = torchvision.models.resnet18().eval()
+    sd = ref.state_dict()
     f = tmp_path / "r18.safetensors"
     save_file({k: v.contiguous() for k, v in sd.items()}, str(f))
     clf = create_classifier("torchvision:resnet18", weights=f)
-    assert clf(torch.rand(1, 3, 224, 224)).shape == (1, 1000)
     assert clf.cfg.crop_pct == pytest.approx(224 / 256)
+    assert clf.cfg.mean == pytest.approx((0.485, 0.456, 0.406))
+    x = torch.rand(2, 3, 224, 224)
+    mean = torch.tensor(clf.cfg.mean).view(1, 3, 1, 1)
+    std = torch.tensor(clf.cfg.std).view(1, 3, 1, 1)
+    with torch.no_grad():  # the adapter = torchvision's model behind its normalisation
+        torch.testing.assert_close(clf(x), ref((x - mean) / std), rtol=1e-4, atol=1e-4)
 
 
 # ---------------------------------------------------------------- ImageNet labels
