@@ -554,3 +554,19 @@ def test_upconv7_module_pads_to_exact_size():
         assert net(torch.rand(1, 3, h, w)).shape == (1, 3, 2 * h, 2 * w)
     with pytest.raises(ValueError, match="padding"):
         UpConv7(padding="reflect")  # type: ignore[arg-type]
+
+
+def test_cpu_batch_chunking_is_exact_and_bounds_the_batch(monkeypatch) -> None:
+    from srdefense.purification import superres as S
+
+    seen: list[int] = []
+    sr = S.SuperResolve("upconv7")
+    x = torch.rand(5, 3, 20, 24, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        whole = sr(x)
+        monkeypatch.setattr(S, "CPU_CHUNK_PIXELS", 2 * 20 * 24)
+        handle = sr.net.register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[0]))
+        chunked = sr(x)
+        handle.remove()
+    assert seen == [2, 2, 1]
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-6)

@@ -345,13 +345,31 @@ def _spans(size: int, tile: int) -> list[tuple[int, int]]:
     return [(a, min(a + tile, size)) for a in range(0, size, tile)]
 
 
+#: On the CPU, at most this many input pixels go through the network at once (batch x tile),
+#: so peak memory stays bounded whatever the batch size: a 224 x 224 image's widest activation
+#: (256 channels) is ~50 MB, a batch of 16 as one piece would need ~0.8 GB per activation.
+#: Throughput is the same either way (measured on 10 images at 224). GPUs take the whole batch.
+CPU_CHUNK_PIXELS = 1 << 16
+
+
+def _forward_chunked(net: nn.Module, x: Tensor) -> Tensor:
+    n, _, h, w = x.shape
+    if x.device.type != "cpu" or n <= 1:
+        return net(x)
+    chunk = max(1, CPU_CHUNK_PIXELS // max(h * w, 1))
+    if chunk >= n:
+        return net(x)
+    return torch.cat([net(x[i : i + chunk]) for i in range(0, n, chunk)])
+
+
 def tiled_forward(net: nn.Module, x: Tensor, scale: int, tile_size: int | None, overlap: int) -> Tensor:
     """Apply ``net`` (an x``scale`` SR network) to ``x`` in overlapping tiles.
 
     Each tile of ``tile_size`` input pixels is processed with ``overlap`` extra input pixels of
     context on every side (clipped at the image border, where the network's own padding then
     sees the real border) and only its centre is kept. When ``overlap`` covers the network's
-    receptive-field halo the result equals the untiled forward up to float rounding.
+    receptive-field halo the result equals the untiled forward up to float rounding. On the CPU
+    the batch goes through in chunks of at most :data:`CPU_CHUNK_PIXELS` input pixels.
 
     Args:
         net: module mapping (N, C, h, w) to (N, C', scale*h, scale*w).
@@ -365,7 +383,7 @@ def tiled_forward(net: nn.Module, x: Tensor, scale: int, tile_size: int | None, 
     """
     n, _, h, w = x.shape
     if tile_size is None or (h <= tile_size and w <= tile_size) or n == 0:
-        return net(x)
+        return _forward_chunked(net, x)
     if tile_size < 1 or overlap < 0:
         raise ValueError(f"tile_size must be >= 1 and overlap >= 0, got {tile_size}, {overlap}")
     s = scale
@@ -375,7 +393,7 @@ def tiled_forward(net: nn.Module, x: Tensor, scale: int, tile_size: int | None, 
         row = []
         for x0, x1 in _spans(w, tile_size):
             b0, b1 = max(x0 - overlap, 0), min(x1 + overlap, w)
-            out = net(x[:, :, a0:a1, b0:b1])
+            out = _forward_chunked(net, x[:, :, a0:a1, b0:b1])
             row.append(out[:, :, s * (y0 - a0) : s * (y1 - a0), s * (x0 - b0) : s * (x1 - b0)])
         rows.append(torch.cat(row, dim=3))
     return torch.cat(rows, dim=2)
