@@ -513,3 +513,29 @@ def test_imagenet_labels() -> None:
     assert wnid_to_index()["n01440764"] == 0
     for _, label in [(s.id, s.label) for s in EmbeddedSamples()]:
         assert names[label] == SAMPLE_NAMES[label]
+
+
+def test_cpu_chunking_and_channels_last_do_not_change_the_logits(monkeypatch: pytest.MonkeyPatch) -> None:
+    from srdefense.models.normalize import NormalizedClassifier
+
+    clf = create_classifier("efficientnet_lite0")
+    assert clf.channels_last and clf.cfg.channels_last
+    x = torch.rand(3, 3, 96, 80, generator=torch.Generator().manual_seed(0))
+    seen: list[int] = []
+    handle = clf.model.register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[0]))
+    with torch.no_grad():
+        whole = clf(x)
+        monkeypatch.setattr(NormalizedClassifier, "cpu_chunk_pixels", 2 * 96 * 80)
+        chunked = clf(x)
+    handle.remove()
+    assert seen == [3, 2, 1]
+    with torch.no_grad():
+        plain = NormalizedClassifier(clf.model.to(memory_format=torch.contiguous_format), clf.cfg)(x)
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-4)
+    torch.testing.assert_close(plain, whole, rtol=0, atol=1e-4)
+    clf.train()  # train mode: one piece, batch statistics must see the whole batch
+    seen.clear()
+    handle = clf.model.register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[0]))
+    clf(x)
+    handle.remove()
+    assert seen == [3]

@@ -116,5 +116,6 @@ for _name, _arch, _pkg, _file, _sha, _res, _top1 in _VARIANTS:
             label_set="imagenet",
             max_input="any size >= 32x32 (dynamic same padding, global average pooling)",
             top1=_top1,
+            channels_last=True,
         )
     )(build_efficientnet_lite)
