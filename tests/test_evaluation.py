@@ -670,3 +670,31 @@ def test_cli_bad_eps_and_missing_out(cli_setup: dict[str, Path]) -> None:
     assert res.exit_code == 2 and "eps" in (res.stderr if hasattr(res, "stderr") else res.output)
     res = _invoke(["evaluate", "--data", str(cli_setup["csv"])])
     assert res.exit_code == 2 and "--out" in (res.stderr if hasattr(res, "stderr") else res.output)
+
+
+def test_cli_evaluate_loads_classifier_weights(cli_setup: dict[str, Path]) -> None:
+    """--classifier-weights reaches the model: all-zero weights make every logit 0 (class 0)."""
+    import importlib.util
+
+    from safetensors.torch import save_file
+
+    spec = importlib.util.spec_from_file_location("tiny_model_w", cli_setup["model"])
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    zeros = {k: torch.zeros_like(v) for k, v in mod.factory().state_dict().items()}
+    wfile = cli_setup["root"] / "zeros.safetensors"
+    save_file(zeros, str(wfile))
+    out = cli_setup["root"] / "zw"
+    args = ["evaluate", "--data", str(cli_setup["csv"]), "--image-size", "16", "--classifier"]
+    args += [f"{cli_setup['model']}:factory", "--classifier-weights", str(wfile), "--defense", "none"]
+    args += ["--attack", "fgsm", "--out", str(out), "--quiet"]
+    res = _invoke(args)
+    assert res.exit_code == 0, res.output
+    data = json.loads((out / "results.json").read_text())
+    assert data["config"]["experiment"]["classifier_weights"] == str(wfile)
+    clean = next(r for r in data["summary"] if r["defense"] == "none" and r["key"] == "clean")
+    assert clean["accuracy"] == pytest.approx(2 / 6)  # labels are i % 3: class 0 for 2 of 6 images
+    missing = cli_setup["root"] / "missing.safetensors"
+    bad = _invoke([str(missing) if a == str(wfile) else a for a in args])
+    assert bad.exit_code == 2 and "missing.safetensors" in bad.output.replace("\n", "")

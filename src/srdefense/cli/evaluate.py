@@ -59,6 +59,12 @@ def evaluate(
         str | None,
         typer.Option(help="Registered classifier, timm:NAME, torchvision:NAME or module.py:factory."),
     ] = None,
+    classifier_weights: Annotated[
+        Path | None,
+        typer.Option(
+            "--classifier-weights", help="Weight file for a module.py:factory/timm/torchvision model."
+        ),
+    ] = None,
     defense: Annotated[
         str | None,
         typer.Option(
@@ -107,6 +113,7 @@ def evaluate(
         "data": data,
         "n": n,
         "classifier": classifier,
+        "classifier_weights": str(classifier_weights) if classifier_weights is not None else None,
         "defenses": defense,
         "attacks": attack,
         "eps": eps,

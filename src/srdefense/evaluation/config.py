@@ -99,6 +99,8 @@ class EvalConfig:
         data: ``"samples"`` (the embedded photos), a folder, or a CSV file of ``path,label``.
         n: number of images (``None``: all).
         classifier: registered classifier name (or any spec ``create_classifier`` accepts).
+        classifier_weights: weight file for a ``module.py:factory``, ``timm:`` or
+            ``torchvision:`` classifier (loaded safely).
         defenses: defense specs (``"wd:sigma=0.02"``); ``"all"`` is every registered defense
             that can be built without arguments.
         attacks: attack names (``"pgd"``; parameters as ``"pgd:steps=20"``).
@@ -121,6 +123,7 @@ class EvalConfig:
     data: str = "samples"
     n: int | None = None
     classifier: str = "efficientnet_lite0"
+    classifier_weights: str | None = None
     defenses: list[str] = field(default_factory=lambda: ["none", "paper"])
     attacks: list[str] = field(default_factory=lambda: list(PAPER_ATTACKS))
     eps: list[float] = field(default_factory=lambda: [4 / 255])
@@ -169,6 +172,7 @@ _ALIASES = {
     "attack": "attacks",
     "batch-size": "batch_size",
     "cache-dir": "cache_dir",
+    "classifier-weights": "classifier_weights",
     "n-examples": "n_examples",
     "image-size": "image_size",
 }
@@ -207,7 +211,16 @@ def _coerce(key: str, value: Any) -> Any:
             if isinstance(value, str):
                 return value.strip().lower() in ("1", "true", "yes", "on")
             return bool(value)
-        if key in ("data", "classifier", "setting", "resolution", "device", "out", "cache_dir"):
+        if key in (
+            "data",
+            "classifier",
+            "classifier_weights",
+            "setting",
+            "resolution",
+            "device",
+            "out",
+            "cache_dir",
+        ):
             return None if value is None else str(value)
     except (TypeError, ValueError) as exc:
         if isinstance(exc, ConfigError):

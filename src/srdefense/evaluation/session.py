@@ -58,7 +58,7 @@ def run_config(cfg: EvalConfig, progress: ProgressCallback | None = None, *, rep
     cfg = validate_names(cfg)
     device = torch.device(cfg.device)
     try:
-        classifier = create_classifier(cfg.classifier, device=device)
+        classifier = create_classifier(cfg.classifier, weights=cfg.classifier_weights, device=device)
     except KeyError as exc:
         raise ConfigError(exc.args[0] if exc.args else str(exc)) from None
     ccfg: Any = getattr(classifier, "cfg", None)
