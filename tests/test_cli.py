@@ -135,3 +135,27 @@ def test_list_shows_every_registry() -> None:
     assert "no (BPDA)" in res.output and "efficientnet_lite0" not in res.output
     res = runner.invoke(app, ["list", "bogus"])
     assert res.exit_code == 2 and "classifiers" in res.output
+
+
+def test_demo_per_image_table_shows_labels_predictions_and_psnr() -> None:
+    from rich.console import Console
+
+    from srdefense.attacks import create_attack
+    from srdefense.cli.demo import per_image_table
+    from srdefense.evaluation import evaluate
+    from srdefense.models import imagenet_classes
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    model = torch.nn.Sequential(model, torch.nn.Linear(4, 1000)).eval()
+    x = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([1, 2, 3])
+    res = evaluate(model, ["none", "paper"], [create_attack("fgsm")], (x, y, ["a", "b", "c"]))
+    console = Console(record=True, width=200)
+    console.print(per_image_table(res))
+    text = console.export_text()
+    names = imagenet_classes()
+    for rec in res.records:
+        line = next(row for row in text.splitlines() if row.strip().startswith(rec["id"] + " "))
+        assert names[rec["label"]] in line and names[rec["clean"]["paper"]] in line
+        assert f"{rec['quality']['paper']['psnr']:.2f}" in line

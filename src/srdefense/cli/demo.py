@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.table import Table
 
 from ._app import app
@@ -25,8 +26,14 @@ def per_image_table(results: Any, defense: str = "paper", reference: str = "bicu
     def name(i: int) -> str:
         return names[i] if 0 <= i < len(names) else str(i)
 
-    t = Table(title=f"Embedded samples: without defense and with '{defense}' (clean images)")
-    for col in ("sample", "true label", "no defense", defense, f"PSNR vs {reference} 2x (dB)"):
+    t = Table(
+        title=f"Embedded samples: without defense and with '{defense}' (clean images)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        padding=(0, 0, 0, 1),
+    )
+    for col in ("sample", "true label", "no defense", defense, f"PSNR vs {reference} x2 (dB)"):
         t.add_column(col, justify="right" if col.startswith("PSNR") else "left")
     for r in sorted(results.records, key=lambda r: r["index"]):
         label, plain, defended = r["label"], r["clean"]["none"], r["clean"][defense]

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.table import Table
 
 from ._app import app
@@ -14,17 +15,31 @@ from ._common import console, err_console, fail, progress_bar, resolve_device
 
 def results_table(results: Any, width: int = 120) -> Table:
     """A rich table: accuracy (%) per defense (rows) and column, with 95% intervals if they fit."""
+    from ..evaluation.config import format_eps
     from ..evaluation.report import column_title
 
     keys = results.columns()
     name_w = max(len(d) for d in results.defenses) + 3
     with_ci = name_w + 17 * len(keys) <= width
     title = f"accuracy (%), {results.setting}, n={len(results.records)}"
+    budgets = {r["eps"] for r in results.summary if r["eps"] is not None}
+    headers = [column_title(results, k).replace("worst case", "worst") for k in keys]
+    if len(budgets) == 1:  # one budget: say it once in the title, keep the headers short
+        (eps,) = budgets
+        suffix = " " + format_eps(eps)
+        title += f", eps {format_eps(eps)}"
+        headers = [
+            h[: -len(suffix)] + (" eps" if h.startswith("worst") else "") if h.endswith(suffix) else h
+            for h in headers
+        ]
+        headers = ["worst all" if h == "worst" else h for h in headers]
     title += "" if with_ci else " (95% intervals: see report.md)"
-    table = Table(title=title, title_justify="left")
+    table = Table(
+        title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 0, 0, 1)
+    )
     table.add_column("defense", style="bold", no_wrap=True)
-    for k in keys:
-        table.add_column(column_title(results, k).replace("worst case", "worst"), justify="right")
+    for h in headers:
+        table.add_column(h, justify="right", min_width=max(len(w) for w in h.split()))
     for d in results.defenses:
         cells = []
         for k in keys:
