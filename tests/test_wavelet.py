@@ -517,3 +517,16 @@ def test_bad_images():
 def test_zz_report_parity():
     """Runs last in this file: the grid's worst differences are within the tolerances."""
     assert _WORST[torch.float64] <= 1e-5 and _WORST[torch.float32] <= 1e-4, _WORST
+
+
+@pytest.mark.parametrize("mode", ["soft", "hard"])
+@pytest.mark.parametrize("method", ["BayesShrink", "VisuShrink"])
+def test_autograd_path_equals_the_in_place_inference_path(mode, method):
+    img = _t(PHOTOS["chelsea"]((48, 56)), torch.float64)
+    kw = dict(sigma=0.03, convert2ycbcr=True, mode=mode, method=method)
+    with torch.no_grad():
+        fast = denoise_wavelet(img, **kw)
+    x = img.clone().requires_grad_(True)
+    slow = denoise_wavelet(x, **kw)
+    assert torch.equal(slow.detach(), fast)
+    assert torch.equal(x.detach(), img)  # the input is never modified

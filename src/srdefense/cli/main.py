@@ -19,6 +19,9 @@ def _load_commands() -> None:
 
 def main() -> None:
     """Run the command-line interface."""
+    from .._malloc import tune_malloc
+
+    tune_malloc()  # process-wide allocator tuning: the command owns its process
     _load_commands()
     app()
 

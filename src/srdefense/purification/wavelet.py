@@ -538,6 +538,8 @@ def _denoise_planes_two_tap(
     b, h, wd = x.shape
     if levels is None:
         levels = max(_max_level((h, wd), w) - 3, 1)
+    # the coefficients are fresh tensors; without autograd they can be thresholded in place
+    inplace = not (torch.is_grad_enabled() and (x.requires_grad or sigma.requires_grad))
     ana, syn = _two_tap_matrices(taps, x.dtype, x.device)
     a = x
     coeffs: list[Tensor] = []
@@ -574,8 +576,14 @@ def _denoise_planes_two_tap(
             t = var / torch.sqrt(torch.clamp(dvar - var, min=eps)) * unit
         else:
             t = t_univ
-        t = torch.cat([zero, t], dim=1)[..., None, None]  # approximation band: threshold 0 (kept)
-        thr = _threshold(c, t, mode)
+        if inplace and mode == "soft":  # no autograd graph: threshold the details in place
+            det = c[:, 1:]
+            tt = t[..., None, None]
+            det.sub_(torch.clamp(det, min=-tt, max=tt))
+            thr = c
+        else:
+            t = torch.cat([zero, t], dim=1)[..., None, None]  # approximation band: threshold 0 (kept)
+            thr = _threshold(c, t, mode)
         if rec is not None:
             thr[:, 0] = rec[:, :ch, :cw]
         rec = _from_polyphase(torch.matmul(syn, thr.reshape(b, 4, ch * cw)), ch, cw)
