@@ -159,3 +159,17 @@ def test_demo_per_image_table_shows_labels_predictions_and_psnr() -> None:
         line = next(row for row in text.splitlines() if row.strip().startswith(rec["id"] + " "))
         assert names[rec["label"]] in line and names[rec["clean"]["paper"]] in line
         assert f"{rec['quality']['paper']['psnr']:.2f}" in line
+
+
+def test_malloc_tuning_applies_on_glibc_and_can_be_turned_off() -> None:
+    import platform
+    import subprocess
+    import sys
+
+    code = "from srdefense._malloc import tune_malloc; print(tune_malloc())"
+    env = {**os.environ, "SRDEFENSE_MALLOC_TUNING": "0"}
+    off = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert off.stdout.strip() == "False"
+    on = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert on.stdout.strip() == str(glibc)
