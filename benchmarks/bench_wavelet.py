@@ -8,11 +8,11 @@ It prints nothing and returns the timings.
 
 from __future__ import annotations
 
-import time
 import warnings
 
 import numpy as np
 import torch
+from bench_sr import _best_time
 
 OPTIONS = dict(sigma=0.01, wavelet="db1", mode="soft", convert2ycbcr=True, method="BayesShrink")
 
@@ -28,15 +28,6 @@ def _photos(n: int, size: int) -> np.ndarray:
         im = Image.open(path).convert("RGB").resize((size, size), Image.BICUBIC)
         imgs.append(np.asarray(im, dtype=np.float64) / 255.0)
     return np.stack([imgs[i % len(imgs)] for i in range(n)])
-
-
-def _best(fn, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def bench_wavelet(n: int = 64, size: int = 224, threads: int = 2, repeat: int = 3) -> dict:
@@ -66,8 +57,8 @@ def bench_wavelet(n: int = 64, size: int = 224, threads: int = 2, repeat: int = 
         with torch.no_grad():
             denoise_wavelet(x32[:2], **OPTIONS)  # warm-up (filter/index caches)
             denoise_wavelet(x64[:2], **OPTIONS)
-            t32 = _best(lambda: denoise_wavelet(x32, **OPTIONS), repeat)
-            t64 = _best(lambda: denoise_wavelet(x64, **OPTIONS), repeat)
+            t32 = _best_time(lambda: denoise_wavelet(x32, **OPTIONS), repeat, warmup=0)
+            t64 = _best_time(lambda: denoise_wavelet(x64, **OPTIONS), repeat, warmup=0)
             out64 = denoise_wavelet(x64, **OPTIONS)
 
         ref = []
@@ -79,7 +70,7 @@ def bench_wavelet(n: int = 64, size: int = 224, threads: int = 2, repeat: int = 
                 for img in photos:
                     ref.append(sk_denoise(img, channel_axis=-1, **OPTIONS))
 
-        tsk = _best(run_skimage, repeat)
+        tsk = _best_time(run_skimage, repeat, warmup=0)
     finally:
         torch.set_num_threads(old_threads)
     diff = float(np.abs(out64.permute(0, 2, 3, 1).numpy() - np.stack(ref)).max())
