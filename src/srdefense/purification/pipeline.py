@@ -61,6 +61,14 @@ def _resolution_stage(resolution: str, factor: int) -> list[Purifier]:
     raise ValueError(f"resolution: expected '2x' or 'native', got {resolution!r}")
 
 
+def _sr_stages(
+    sr_model: str, sr_weights: str | Path | None, tile_size: int | None, resolution: str
+) -> list[Purifier]:
+    """Super-resolution followed by the resolution policy's stage (if any)."""
+    sr = SuperResolve(sr_model, weights=sr_weights, tile_size=tile_size)
+    return [sr, *_resolution_stage(resolution, sr.scale)]
+
+
 def paper_defense(
     *,
     sigma: float | None = 0.01,
@@ -104,19 +112,15 @@ def paper_defense(
         >>> defense.scale
         2
     """
-    sr = SuperResolve(sr_model, weights=sr_weights, tile_size=tile_size)
-    stages: list[Purifier] = [
-        WaveletDenoise(
-            sigma=sigma,
-            wavelet=wavelet,
-            method=method,
-            mode=mode,
-            convert2ycbcr=convert2ycbcr,
-            legacy_sigma=legacy_sigma,
-        ),
-        sr,
-    ]
-    return Compose(*stages, *_resolution_stage(resolution, sr.scale))
+    wd = WaveletDenoise(
+        sigma=sigma,
+        wavelet=wavelet,
+        method=method,
+        mode=mode,
+        convert2ycbcr=convert2ycbcr,
+        legacy_sigma=legacy_sigma,
+    )
+    return Compose(wd, *_sr_stages(sr_model, sr_weights, tile_size, resolution))
 
 
 @register_defense(
@@ -153,14 +157,14 @@ def _paper_faithful(
     matplotlib's ``imsave`` truncates the float image to uint8 and writes a JPEG with PIL's
     default quality 75; EDSR-PyTorch rounds its output to uint8 before saving the PNG.
     """
-    sr = SuperResolve(sr_model, weights=sr_weights, tile_size=tile_size)
+    sr, *policy = _sr_stages(sr_model, sr_weights, tile_size, resolution)
     return Compose(
         WaveletDenoise(sigma=sigma, convert2ycbcr=True, legacy_sigma=True),
         UInt8Quantize("floor"),
         JPEG(quality=jpeg_quality),
         sr,
         UInt8Quantize("round"),
-        *_resolution_stage(resolution, sr.scale),
+        *policy,
     )
 
 
@@ -200,9 +204,8 @@ def _sr(
     resolution: Resolution = "2x",
     tile_size: int | None = None,
 ) -> Purifier:
-    sr = SuperResolve(sr_model, weights=sr_weights, tile_size=tile_size)
-    stages = _resolution_stage(resolution, sr.scale)
-    return Compose(sr, *stages) if stages else sr
+    stages = _sr_stages(sr_model, sr_weights, tile_size, resolution)
+    return Compose(*stages) if len(stages) > 1 else stages[0]
 
 
 def _interp(mode: str) -> None:
@@ -218,12 +221,9 @@ def _interp(mode: str) -> None:
         legacy_sigma: bool = True,
         resolution: Resolution = "2x",
     ) -> Purifier:
-        up = SuperResolve(mode)
-        stages: list[Purifier] = []
-        if wd:
-            stages.append(WaveletDenoise(sigma=sigma, convert2ycbcr=True, legacy_sigma=legacy_sigma))
-        stages.append(up)
-        return Compose(*stages, *_resolution_stage(resolution, up.scale))
+        if wd:  # the paper's pipeline with interpolation in place of super-resolution
+            return paper_defense(sigma=sigma, legacy_sigma=legacy_sigma, sr_model=mode, resolution=resolution)
+        return _sr(sr_model=mode, resolution=resolution)
 
 
 for _m in ("nearest", "bicubic"):
