@@ -11,15 +11,16 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from srdefense.evaluation import evaluate
 from srdefense.purification import Identity, Lambda
+from test_evaluation import CountingFGSM as FGSM
+from test_evaluation import TinyNet
 
 pytestmark = pytest.mark.browser
 
@@ -29,35 +30,7 @@ CHROMIUM = next(
 SETUP = "apt-get update && apt-get install -y --no-install-recommends chromium"
 
 
-class TinyNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(0)
-        self.conv = nn.Conv2d(3, 6, 3, padding=1)
-        self.fc = nn.Linear(6, 4)
-        with torch.no_grad():
-            for p in self.parameters():
-                p.copy_(torch.randn(p.shape, generator=g))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return 10 * self.fc(torch.tanh(self.conv(x - 0.5)).mean((2, 3)))
-
-
-class FGSM:
-    name = "fgsm"
-    norm = "linf"
-    deterministic = True
-
-    def __init__(self, eps: float) -> None:
-        self.eps = eps
-
-    def config(self) -> dict[str, Any]:
-        return {"name": self.name, "eps": self.eps}
-
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, *, generator: Any = None) -> Tensor:
-        xr = x.detach().clone().requires_grad_(True)
-        (g,) = torch.autograd.grad(nn.functional.cross_entropy(model(xr), y), xr)
-        return (x + self.eps * g.sign()).clamp(0, 1).detach()
+# the tiny stand-ins of the evaluation tests (a CNN and an FGSM that records its calls)
 
 
 @pytest.fixture(scope="module")
