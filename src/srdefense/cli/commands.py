@@ -13,8 +13,15 @@ from rich.table import Table
 from ._app import app
 from ._common import console, err_console, fail, print_json, progress_bar, resolve_device
 
+PRECISION_HELP = (
+    "Super-resolution arithmetic: fp32, bf16, fp16 or auto (bf16 where the CPU has AVX512-BF16/AMX "
+    "or on CUDA, else fp32)."
+)
 
-def build_defense(spec: str, sr: str | None, sr_weights: Path | None, tile_size: int | None) -> Any:
+
+def build_defense(
+    spec: str, sr: str | None, sr_weights: Path | None, tile_size: int | None, precision: str = "fp32"
+) -> Any:
     """Create a defense from ``--defense`` and the SR options, with CLI-grade errors."""
     from ..purification.registry import DEFENSES, create_defense, parse_defense_spec
 
@@ -26,17 +33,28 @@ def build_defense(spec: str, sr: str | None, sr_weights: Path | None, tile_size:
             accepted = inspect.signature(info.factory).parameters
             wanted = {"sr_model": sr, "sr_weights": str(sr_weights) if sr_weights else None}
             wanted["tile_size"] = tile_size
+            wanted["precision"] = precision if precision != "fp32" else None
             for key, value in wanted.items():
                 if value is None:
                     continue
                 if key in accepted:
                     overrides[key] = value
+                elif key == "precision" and value == "auto":
+                    continue  # auto on a defense without SR: nothing to do
                 elif key != "tile_size":
                     fail(f"--{key.replace('_', '-')}: defense {name!r} has no super-resolution stage")
         return create_defense(spec, **overrides)
     except (KeyError, TypeError, ValueError, FileNotFoundError, RuntimeError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         fail(f"--defense {spec}: {msg}")
+
+
+def _precision(value: str) -> str:
+    from ..purification.precision import PRECISIONS
+
+    if value not in PRECISIONS:
+        fail(f"--precision: expected one of {', '.join(PRECISIONS)}, got {value!r}")
+    return value
 
 
 def _output_names(inputs: list[Path], out: Path) -> list[Path]:
@@ -64,6 +82,7 @@ def purify(
     ] = 256,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "cpu",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    precision: Annotated[str, typer.Option(help=PRECISION_HELP)] = "fp32",
 ) -> None:
     """Purify image files and write the results (the 2x images for the paper defense) as PNG.
 
@@ -73,7 +92,7 @@ def purify(
     from ..data.io import ImageReadError, read_image, write_png
 
     dev = resolve_device(device)
-    purifier = build_defense(defense, sr, sr_weights, tile_size or None).to(dev).eval()
+    purifier = build_defense(defense, sr, sr_weights, tile_size or None, _precision(precision)).to(dev).eval()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -116,6 +135,7 @@ def classify(
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, max=1000, help="Classes to show.")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "cpu",
+    precision: Annotated[str, typer.Option(help=PRECISION_HELP)] = "fp32",
 ) -> None:
     """Classify image files, optionally behind a defense, and show the top-k classes.
 
@@ -135,7 +155,7 @@ def classify(
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         fail(f"--classifier {classifier}: {msg}")
     cfg = model.cfg
-    purifier = build_defense(defense, sr, sr_weights, None)
+    purifier = build_defense(defense, sr, sr_weights, None, _precision(precision))
     defended = Defended(purifier, model).to(dev).eval()
     names, wnids = imagenet_classes(), imagenet_wnids()
     results: list[dict[str, Any]] = []

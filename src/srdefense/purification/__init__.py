@@ -5,6 +5,7 @@ from .color import rgb_to_ycbcr, ycbcr_to_rgb
 from .compose import Compose, Defended, ResizeBack
 from .jpeg import JPEG, jpeg_compress
 from .pipeline import UInt8Quantize, paper_defense
+from .precision import PrecisionFidelity, precision_fidelity, resolve_precision, set_precision
 from .quantize import (
     BitDepthReduction,
     FeatureSqueezing,
@@ -41,6 +42,7 @@ __all__ = [
     "MedianSmoothing",
     "NoGradientError",
     "PixelDeflection",
+    "PrecisionFidelity",
     "Purifier",
     "RandomResizePad",
     "ResizeBack",
@@ -63,10 +65,13 @@ __all__ = [
     "median_filter",
     "paper_defense",
     "pixel_deflection",
+    "precision_fidelity",
     "quilt",
     "random_resize_pad",
     "register_defense",
+    "resolve_precision",
     "rgb_to_ycbcr",
+    "set_precision",
     "super_resolve",
     "tiled_forward",
     "tv_reconstruct",

@@ -62,10 +62,14 @@ def _resolution_stage(resolution: str, factor: int) -> list[Purifier]:
 
 
 def _sr_stages(
-    sr_model: str, sr_weights: str | Path | None, tile_size: int | None, resolution: str
+    sr_model: str,
+    sr_weights: str | Path | None,
+    tile_size: int | None,
+    resolution: str,
+    precision: str = "fp32",
 ) -> list[Purifier]:
     """Super-resolution followed by the resolution policy's stage (if any)."""
-    sr = SuperResolve(sr_model, weights=sr_weights, tile_size=tile_size)
+    sr = SuperResolve(sr_model, weights=sr_weights, tile_size=tile_size, precision=precision)
     return [sr, *_resolution_stage(resolution, sr.scale)]
 
 
@@ -81,6 +85,7 @@ def paper_defense(
     sr_weights: str | Path | None = None,
     resolution: Resolution = "2x",
     tile_size: int | None = None,
+    precision: str = "fp32",
 ) -> Compose:
     """The paper's defense: wavelet denoising, then super-resolution x2.
 
@@ -103,6 +108,8 @@ def paper_defense(
         resolution: ``"2x"`` classifies the 2x image (the paper); ``"native"`` resizes it back
             to the input size with antialiasing.
         tile_size: process super-resolution in tiles of this many input pixels.
+        precision: super-resolution arithmetic, ``"fp32"`` (default), ``"bf16"``, ``"fp16"`` or
+            ``"auto"`` (see :mod:`srdefense.purification.precision`).
 
     Returns:
         A :class:`Compose` purifier; differentiable end to end.
@@ -120,7 +127,7 @@ def paper_defense(
         convert2ycbcr=convert2ycbcr,
         legacy_sigma=legacy_sigma,
     )
-    return Compose(wd, *_sr_stages(sr_model, sr_weights, tile_size, resolution))
+    return Compose(wd, *_sr_stages(sr_model, sr_weights, tile_size, resolution, precision))
 
 
 @register_defense(
@@ -151,13 +158,14 @@ def _paper_faithful(
     sr_weights: str | None = None,
     resolution: Resolution = "2x",
     tile_size: int | None = None,
+    precision: str = "fp32",
 ) -> Purifier:
     """The official code as it runs: denoise, save as JPEG, super-resolve, save as uint8 PNG.
 
     matplotlib's ``imsave`` truncates the float image to uint8 and writes a JPEG with PIL's
     default quality 75; EDSR-PyTorch rounds its output to uint8 before saving the PNG.
     """
-    sr, *policy = _sr_stages(sr_model, sr_weights, tile_size, resolution)
+    sr, *policy = _sr_stages(sr_model, sr_weights, tile_size, resolution, precision)
     return Compose(
         WaveletDenoise(sigma=sigma, convert2ycbcr=True, legacy_sigma=True),
         UInt8Quantize("floor"),
@@ -203,8 +211,9 @@ def _sr(
     sr_weights: str | None = None,
     resolution: Resolution = "2x",
     tile_size: int | None = None,
+    precision: str = "fp32",
 ) -> Purifier:
-    stages = _sr_stages(sr_model, sr_weights, tile_size, resolution)
+    stages = _sr_stages(sr_model, sr_weights, tile_size, resolution, precision)
     return Compose(*stages) if len(stages) > 1 else stages[0]
 
 
