@@ -262,3 +262,12 @@ def test_tiled_forward_checkpoint_matches_without():
         a = tiled_forward(net, x, 2, 9, 7, checkpoint=True)
         b = tiled_forward(net, x, 2, None, 7)
     assert (a - b).abs().max() <= 1e-12
+
+
+def test_fp16_runs_and_stays_close_to_fp32():
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        ref = SuperResolve("upconv7")(x)
+        half = SuperResolve("upconv7", precision="fp16")(x)
+    assert half.dtype == torch.float32
+    assert 0 < (half - ref).abs().max() <= 0.02  # fp16 keeps 11 significant bits
