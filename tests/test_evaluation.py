@@ -228,12 +228,15 @@ def test_gray_box_attack_sees_only_the_classifier(model: nn.Module, data: Any) -
     assert torch.equal(seen, data[0])  # the clean images, never purified ones
     assert len(res.records) == 14
     r = res.records[0]
-    assert set(r["clean"]) == {"none", "up", "blur"}
-    assert set(r["adv"]["fgsm@8/255"]) == {"none", "up", "blur"}
-    assert r["perturbation"]["fgsm@8/255"]["linf"] <= 8 / 255 + 1e-6
+    assert set(r.clean) == {"none", "up", "blur"}
+    assert set(r.adv["gray-box"]["fgsm@8/255"]) == {"none", "up", "blur"}
+    assert r.perturbation["gray-box"]["fgsm@8/255"]["up"].linf <= 8 / 255 + 1e-6
     # the attack works on the undefended classifier, and "none" equals the undefended record
     assert res.accuracy("none", "fgsm", 8 / 255) < res.accuracy("none")
-    assert all(r["adv"]["fgsm@8/255"]["none"] == r["perturbation"]["fgsm@8/255"]["pred"] for r in res.records)
+    assert all(
+        r.adv["gray-box"]["fgsm@8/255"]["none"] == [r.perturbation["gray-box"]["fgsm@8/255"]["none"].pred]
+        for r in res.records
+    )
 
 
 def test_summary_rows_and_worst_case(model: nn.Module, data: Any, tmp_path: Path) -> None:
@@ -248,7 +251,8 @@ def test_summary_rows_and_worst_case(model: nn.Module, data: Any, tmp_path: Path
     summary = summary_of(tmp_path)
     for row in summary:
         assert {"defense", "attack", "eps", "setting", "n", "accuracy", "ci95"} <= set(row)
-        assert row["setting"] == "gray-box" and row["n"] == 14
+        assert row["setting"] == {"none": "clean", "robust": "adaptive"}.get(row["attack"], "gray-box")
+        assert row["n"] == 14
         lo, hi = row["ci95"]
         assert lo <= row["accuracy"] <= hi
     for d in ("none", "blur"):
@@ -269,7 +273,7 @@ def test_summary_rows_and_worst_case(model: nn.Module, data: Any, tmp_path: Path
     assert q["blur"]["ssim"] < 1 and q["blur"]["psnr"] < q["none"]["psnr"]
     # results.json is strict JSON with a config block to rerun
     cfg = json.loads((tmp_path / "results.json").read_text())["config"]
-    assert {"versions", "classifier", "defenses", "attacks", "seed", "setting", "run_id"} <= set(cfg)
+    assert {"versions", "classifier", "defenses", "attacks", "seed", "settings", "run_id"} <= set(cfg)
     assert cfg["versions"]["torch"] == torch.__version__
 
 
@@ -299,11 +303,9 @@ def test_resolution_native_classifies_at_input_size(model: nn.Module, data: Any)
     assert (2 * SIZE, 2 * SIZE) in set(seen)
 
 
-def test_other_settings_raise_not_implemented(model: nn.Module, data: Any) -> None:
-    for setting in ("white-box", "bpda", "eot"):
-        with pytest.raises(NotImplementedError, match="gray-box"):
-            evaluate(model, {"none": Identity()}, [CountingFGSM(4 / 255)], data, setting=setting)
-    with pytest.raises(ConfigError, match="gray-box"):
+def test_unknown_setting_lists_the_known_ones(model: nn.Module, data: Any) -> None:
+    known = r"unknown threat model 'black-box'; known: gray-box, white-box, bpda"
+    with pytest.raises(ConfigError, match=known):
         evaluate(model, {"none": Identity()}, [CountingFGSM(4 / 255)], data, setting="black-box")
 
 
@@ -497,7 +499,7 @@ def test_unreadable_items_are_skipped_with_a_warning(model: nn.Module, data: Any
             return SimpleNamespace(id=self.ids[i], image=data[0][i], label=int(data[1][i]))
 
     res = evaluate(model, {"none": Identity()}, [CountingFGSM(4 / 255)], DS(), batch_size=4)
-    assert [r["id"] for r in res.records] == ["s0", "s1", "s3", "s4", "s5"]
+    assert [r.id for r in res.records] == ["s0", "s1", "s3", "s4", "s5"]
     assert any(w["check"] == "data" and "broken file" in w["message"] for w in res.warnings)
 
 
