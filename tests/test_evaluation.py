@@ -700,3 +700,59 @@ def test_cli_evaluate_loads_classifier_weights(cli_setup: dict[str, Path]) -> No
     missing = cli_setup["root"] / "missing.safetensors"
     bad = _invoke([str(missing) if a == str(wfile) else a for a in args])
     assert bad.exit_code == 2 and "missing.safetensors" in bad.output.replace("\n", "")
+
+
+def test_cli_evaluation_of_nothing_exits_non_zero(cli_setup: dict[str, Path]) -> None:
+    root = cli_setup["root"]
+    csv = root / "missing.csv"
+    csv.write_text(f"path,label\n{root / 'gone1.png'},0\n{root / 'gone2.png'},1\n")
+    args = [
+        "evaluate",
+        "--data",
+        str(csv),
+        "--classifier",
+        f"{cli_setup['model']}:factory",
+        "--image-size",
+        "16",
+    ]
+    res = _invoke([*args, "--defense", "none", "--attack", "fgsm", "--out", str(root / "empty"), "--quiet"])
+    assert res.exit_code != 0
+    assert "no sample could be evaluated" in res.output
+    bad = _invoke([*args[:-1], "0", "--defense", "none", "--attack", "fgsm", "--out", str(root / "z")])
+    assert bad.exit_code == 2 and "image_size: expected an integer >= 1" in bad.output
+
+
+def test_cli_adaptive_settings_and_card(cli_setup: dict[str, Path]) -> None:
+    out = cli_setup["root"] / "adaptive"
+    res = _invoke(
+        [
+            "evaluate",
+            "--data",
+            str(cli_setup["csv"]),
+            "--classifier",
+            f"{cli_setup['model']}:factory",
+            "--image-size",
+            "16",
+            "--defense",
+            "none,bit-depth",
+            "--attack",
+            "fgsm",
+            "--adaptive-attack",
+            "pgd:steps=3",
+            "--setting",
+            "gray-box,white-box,bpda",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
+    assert res.exit_code == 0, res.output
+    data = json.loads((out / "results.json").read_text())
+    assert data["config"]["settings"] == ["gray-box", "white-box", "bpda"]
+    settings = {(r["setting"], r["attack"]) for r in data["summary"]}
+    assert {("gray-box", "fgsm"), ("white-box", "pgd"), ("bpda", "pgd"), ("adaptive", "robust")} <= settings
+    assert {c["check"] for c in data["checks"]} >= {"randomness", "gradients", "eps-sweep", "gray-vs-white"}
+    md = (out / "report.md").read_text()
+    assert "Gray-box against adaptive attacks" in md and "Report card" in md
+    bad = _invoke(["evaluate", "--setting", "gray-box,eot", "--out", str(out)])
+    assert bad.exit_code == 2 and "known: gray-box, white-box, bpda" in bad.output

@@ -27,6 +27,14 @@ DEMO_ATTACKS = ("fgsm", "ifgsm", "mifgsm", "deepfool", "cw:steps=100:binary_sear
 of the default 9 x 10000 (the reduction is recorded in results.json)."""
 
 
+DEMO_ADAPTIVE_ATTACKS = ("pgd:steps=5",)
+"""The adaptive column of ``srdefense demo``: white-box PGD-5 (step 2.5 eps / 5) through every defense."""
+DEMO_EOT_SAMPLES = 5
+"""EOT draws per gradient for the demo's randomised defenses (the library default is 20)."""
+DEMO_EVAL_DRAWS = 5
+"""Scoring draws for the demo's randomised defenses (the library default is 10)."""
+
+
 class ConfigError(ValueError):
     """An invalid experiment configuration (unknown name, bad value); the message says why."""
 
@@ -447,7 +455,10 @@ def demo_config(out: str | None = None, *, device: str = "cpu", n: int | None = 
     The embedded sample photos, EfficientNet-Lite0, the paper's attacks (FGSM, I-FGSM, MI-FGSM,
     DeepFool, C&W) at Linf 4/255 (DeepFool and C&W are minimal-norm: no budget; C&W with
     5 x 100 optimisation steps, :data:`DEMO_ATTACKS`), against every fast registered defense,
-    gray-box, the 2x image classified as the paper does.
+    gray-box, the 2x image classified as the paper does; and the adaptive column: white-box
+    PGD-5 at 4/255 through every defense (BPDA only for the stages without a gradient, EOT over
+    :data:`DEMO_EOT_SAMPLES` draws for the randomised ones, scored in :data:`DEMO_EVAL_DRAWS`
+    draws). The report card is left to ``srdefense evaluate`` (it doubles the adaptive cost).
 
     Args:
         out: output folder (``None``: nothing written).
@@ -462,8 +473,12 @@ def demo_config(out: str | None = None, *, device: str = "cpu", n: int | None = 
         classifier="efficientnet_lite0",
         defenses=fast_defense_names(),
         attacks=attacks,
+        adaptive_attacks=list(DEMO_ADAPTIVE_ATTACKS),
         eps=[4 / 255],
-        settings=["gray-box"],
+        settings=["gray-box", "white-box"],
+        eot_samples=DEMO_EOT_SAMPLES,
+        eval_draws=DEMO_EVAL_DRAWS,
+        card=False,
         device=device,
         out=out,
         batch_size=10,

@@ -196,6 +196,7 @@ def classifier_fingerprint(model: nn.Module) -> dict[str, Any]:
         "class": f"{type(model).__module__}.{type(model).__qualname__}",
         "cfg": _jsonable(cfg) if cfg is not None else None,
         "params_sha256": h.hexdigest(),
+        "weights_sha256": getattr(model, "weights_sha256", None),
     }
 
 

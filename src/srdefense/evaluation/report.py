@@ -493,7 +493,15 @@ def section_config(results: Results) -> Section:
     v = c.get("versions", {})
     rows = [[k, str(val)] for k, val in v.items()]
     rows += [["run id", str(c.get("run_id"))], ["device", str(c.get("device"))]]
+    clf = c["classifier"]
+    rows += [["classifier parameters sha256", str(clf.get("params_sha256"))]]
+    if clf.get("weights_sha256"):
+        rows += [["classifier weights sha256", str(clf["weights_sha256"])]]
     rows += [[f"defense {d['name']}", d["repr"]] for d in c["defenses"]]
+    for d in c["defenses"]:
+        fp = d.get("fingerprint") or {}
+        for h in fp.get("weights_sha256", []):
+            rows.append([f"defense {d['name']} weights sha256", h])
     rows += [[f"attack {a['key']}", json.dumps(a["config"], sort_keys=True)] for a in c["attacks"]]
     return Section(
         "Configuration",

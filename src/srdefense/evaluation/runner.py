@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..attacks.base import EOT
 from ..purification.base import Purifier
 from ..purification.compose import Defended
 from .cache import CACHE_VERSION, AdversarialCache
@@ -276,8 +277,11 @@ class _Attacker:
             _seed_of("attack", self.plan.seed, desc["config"], target.fingerprint, ids)
         )
         draws = _seed_of("attack-draws", self.plan.seed, desc["config"], target.fingerprint, ids)
-        with seeded(target.module, draws, x.device):
-            adv = run.attack(target.module, x, y, generator=gen)
+        module = target.module
+        if getattr(run.attack, "eot_samples", 1) > 1 and isinstance(module, EOT):
+            module = module.model  # the attack brings its own EOT (e.g. autoattack-rand)
+        with seeded(module, draws, x.device):
+            adv = run.attack(module, x, y, generator=gen)
         self.timing["attacks"] = self.timing.get("attacks", 0.0) + time.perf_counter() - t0
         adv = adv.detach().to(dtype=x.dtype)
         if adv.shape != x.shape:
