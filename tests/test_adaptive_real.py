@@ -33,7 +33,7 @@ def test_white_box_pgd_through_paper_breaks_it(classifier: Any) -> None:
         classifier,
         ["paper"],
         ["pgd:steps=5"],
-        photos(6),
+        photos(4),
         eps=[EPS],
         setting=["white-box"],
         batch_size=4,
