@@ -141,6 +141,24 @@ class Attack:
             TypeError, ValueError: for malformed inputs, or an :class:`EOT` model given to an
                 attack that has ``eot_samples > 1`` itself (give one or the other).
         """
+        model, x, y, target_labels, generator = self._prepare(model, images, labels, generator, target_labels)
+        if x.shape[0] == 0:
+            return x.clone()
+        with torch.enable_grad():
+            if target_labels is None and self.target is not None:
+                target_labels = choose_targets(model, x, y, self.target, generator)
+            adv = self._run(model, x, y, target_labels, generator)
+        return self._finish(adv, x)
+
+    def _prepare(
+        self,
+        model: nn.Module,
+        images: Tensor,
+        labels: Tensor,
+        generator: torch.Generator | None,
+        target_labels: Tensor | None,
+    ) -> tuple[nn.Module, Tensor, Tensor, Tensor | None, torch.Generator | None]:
+        """Check the inputs; detach them; default the generator; wrap the model for EOT."""
         check_image_batch(images, "images", channels=None)
         check_labels(labels, images.shape[0], "labels")
         x = images.detach()
@@ -154,8 +172,6 @@ class Attack:
                 raise ValueError(f"{self.name}: has no targeted variant (target_labels must be None)")
             check_labels(target_labels, x.shape[0], "target_labels")
             target_labels = target_labels.detach().to(device=x.device, dtype=torch.long)
-        if x.shape[0] == 0:
-            return x.clone()
         if generator is None and self.seed is not None:
             generator = torch.Generator().manual_seed(self.seed)
         if self.eot_samples > 1:
@@ -165,10 +181,10 @@ class Attack:
                     f"eot_samples={self.eot_samples}; give one or the other"
                 )
             model = EOT(model, self.eot_samples)
-        with torch.enable_grad():
-            if target_labels is None and self.target is not None:
-                target_labels = choose_targets(model, x, y, self.target, generator)
-            adv = self._run(model, x, y, target_labels, generator)
+        return model, x, y, target_labels, generator
+
+    def _finish(self, adv: Tensor, x: Tensor) -> Tensor:
+        """Detach and enforce the bound exactly."""
         adv = adv.detach()
         if self.eps is not None:
             adv = clip_perturbation(adv, x, self.eps, self.distance)
