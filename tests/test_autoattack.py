@@ -218,7 +218,9 @@ def test_apgd_t_matches_torchattacks(classifier, photos):
     x, y = photos
     eps, steps = 0.1 / 255, 8
     ours = _robust(
-        classifier, APGDT(eps=eps, steps=steps, restarts=1, n_target_classes=2, seed=0)(classifier, x, y), y
+        classifier,
+        APGDT(eps=eps, steps=steps, restarts=1, n_target_classes=2, rho=0.75, seed=0)(classifier, x, y),
+        y,
     )
     theirs_attack = ta.APGDT(
         classifier, norm="Linf", eps=eps, steps=steps, n_restarts=1, seed=0, rho=0.75, n_classes=3
@@ -233,7 +235,19 @@ def test_square_matches_torchattacks(classifier, photos):
     ta = _ta("square")
     x, y = photos
     eps, n_queries = 4 / 255, 50
-    ours = _robust(classifier, Square(eps=eps, n_queries=n_queries, p_init=0.8, seed=0)(classifier, x, y), y)
+    ours = _robust(
+        classifier,
+        Square(
+            eps=eps,
+            n_queries=n_queries,
+            p_init=0.8,
+            restarts=1,
+            loss="margin",
+            rescale_schedule=False,
+            seed=0,
+        )(classifier, x, y),
+        y,
+    )
     theirs_attack = ta.Square(
         classifier,
         norm="Linf",
