@@ -85,7 +85,9 @@ def test_per_sample_worst_case_and_who_fooled_whom():
     y[0] = (y[0] + 1) % 10  # misclassified before any attack
     eps = 1.5 / 255
     aa = AutoAttack(eps=eps, steps=6, n_target_classes=2, n_queries=30)
+    x0, y0 = x.clone(), y.clone()
     res = aa.run(model, x, y, generator=_gen(0))
+    assert torch.equal(x, x0) and torch.equal(y, y0) and not res.adv.requires_grad
     assert (res.adv.double() - x.double()).abs().max().item() <= eps
     with torch.no_grad():
         wrong = model(res.adv).argmax(1) != y
