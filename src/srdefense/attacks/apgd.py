@@ -13,7 +13,9 @@ with step ``eta = 2 eps`` at first. At checkpoints ``w_j`` (the first after ``0.
 iterations, then intervals shrinking by ``0.03 N`` down to ``0.06 N``) the step of a sample is
 halved, and the sample restarts from its best point, when
 
-1. the loss increased in at most ``rho`` of the iterations since the last checkpoint, or
+1. the loss increased in at most ``rho`` of the iterations since the last checkpoint (each
+   iterate against the previous one, the first against the start, as in the paper; the
+   reference code compares the very first iterate with 0 instead), or
 2. its step was not halved at the last checkpoint and its best loss has not improved since.
 
 Every iterate is scored: the highest-loss point and a misclassified point (the latest found)
