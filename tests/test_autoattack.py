@@ -232,27 +232,30 @@ def test_apgd_t_matches_torchattacks(classifier, photos):
     assert abs(ours - theirs) <= 1, (ours, theirs)
 
 
-def test_square_matches_torchattacks(classifier, photos):
-    """Reference p schedule (resc_schedule=False, p_init 0.8), margin loss, same query budget."""
+@pytest.mark.parametrize("norm,eps", [("linf", 4 / 255), ("l2", 1.0)])
+def test_square_matches_torchattacks(classifier, photos, norm, eps):
+    """Reference p schedule (resc_schedule=False, p_init 0.8), margin loss, same query budget.
+
+    torchattacks (as AutoAttack) draws one window per query for the whole batch, we draw one per
+    sample (the paper's algorithm): the searches differ, the robust counts must not.
+    """
     ta = _ta("square")
     x, y = photos
-    eps, n_queries = 4 / 255, 50
-    ours = _robust(
-        classifier,
-        Square(
-            eps=eps,
-            n_queries=n_queries,
-            p_init=0.8,
-            restarts=1,
-            loss="margin",
-            rescale_schedule=False,
-            seed=0,
-        )(classifier, x, y),
-        y,
+    n_queries = 50
+    ours_attack = Square(
+        eps=eps,
+        norm=norm,
+        n_queries=n_queries,
+        p_init=0.8,
+        restarts=1,
+        loss="margin",
+        rescale_schedule=False,
+        seed=0,
     )
+    ours = _robust(classifier, ours_attack(classifier, x, y), y)
     theirs_attack = ta.Square(
         classifier,
-        norm="Linf",
+        norm={"linf": "Linf", "l2": "L2"}[norm],
         eps=eps,
         n_queries=n_queries,
         n_restarts=1,
