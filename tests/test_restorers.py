@@ -233,3 +233,19 @@ def test_section_shown_only_with_two_learned_networks(monkeypatch):
     acc = {d: (0.5, 0.5, 0.5) for d in demo}
     assert report.section_restorers(_results(demo, acc, dict.fromkeys(demo, 30.0))) is None
     assert calls == [DEFS]  # nothing measured for it
+
+
+def test_list_shows_sr_models_and_denoisers_with_licence_scale_parameters():
+    from typer.testing import CliRunner
+
+    from srdefense.cli.main import _load_commands, app
+
+    _load_commands()
+    res = CliRunner().invoke(app, ["list", "sr"], env={"COLUMNS": "250"})
+    assert res.exit_code == 0, res.output
+    line = next(ln for ln in res.output.splitlines() if "│ upconv7" in ln)
+    assert "x2" in line and "0.55M" in line and "noise=none|0|1|2|3" in line and "MIT" in line
+    line = next(ln for ln in res.output.splitlines() if "│ spandrel" in ln)
+    assert "from file" in line
+    res = CliRunner().invoke(app, ["list", "denoisers"], env={"COLUMNS": "250"})
+    assert res.exit_code == 0 and "│ wavelet" in res.output and "│ spandrel" in res.output

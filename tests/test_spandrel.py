@@ -297,3 +297,34 @@ def test_imports_without_torchvision():
         assert not set(TORCHVISION_ARCHITECTURES) & set(archs)
         assert "torchvision" not in sys.modules  # the placeholder does not leak
         assert importlib.util.find_spec("torchvision") is None
+
+
+def test_cli_purify_with_spandrel_sr_and_learned_denoiser(ckpt, tmp_path):
+    from typer.testing import CliRunner
+
+    from srdefense.cli.main import _load_commands, app
+    from srdefense.data.io import read_image, write_png
+    from srdefense.purification.learned_denoise import LearnedDenoise
+
+    _load_commands()
+    runner = CliRunner()
+    sr_file, _ = ckpt("esrgan")
+    dn_file, _ = ckpt("dncnn")
+    src = tmp_path / "in.png"
+    write_png(src, torch.rand(3, 14, 18, generator=torch.Generator().manual_seed(0)))
+    out = tmp_path / "out"
+    args = ["purify", str(src), "--out", str(out), "-q", "--sr", "spandrel", "--sr-weights", str(sr_file)]
+    res = runner.invoke(app, [*args, "--denoiser-weights", str(dn_file)])
+    assert res.exit_code == 0, res.output
+    got = read_image(out / "in.png")
+    assert got.shape == (3, 56, 72)  # x4 from the checkpoint
+    x = read_image(src)[None]
+    with torch.no_grad():
+        want = SuperResolve("spandrel", weights=sr_file, tile_size=256)(LearnedDenoise(dn_file)(x))[0]
+    assert (got - want).abs().max() <= 0.5 / 255 + 1e-5  # uint8 rounding only
+    res = runner.invoke(app, [*args, "--denoiser", "spandrel"])
+    assert res.exit_code != 0 and "needs weights" in res.output
+    res = runner.invoke(
+        app, ["purify", str(src), "--out", str(out), "--defense", "jpeg", "--denoiser", "wavelet"]
+    )
+    assert res.exit_code != 0 and "no denoising stage" in res.output

@@ -80,7 +80,7 @@ class SRModelInfo:
     Attributes:
         name: registry name.
         description: one line for listings.
-        scale: default upscaling factor.
+        scale: default upscaling factor (0: read from the weight file).
         scales: the factors it supports (``()`` means any integer >= 1).
         halo: receptive-field halo in input pixels of the default configuration (the module's
             own ``halo`` attribute wins, e.g. for an EDSR with more blocks).
@@ -300,7 +300,7 @@ SR_MODELS.add(
     SRModelInfo(
         name="spandrel",
         description="any SR checkpoint spandrel detects (ESRGAN, SwinIR, HAT, ...); needs weights=PATH",
-        scale=4,
+        scale=0,
         scales=(),
         halo=32,  # the module's own halo wins (exact for convolutional architectures)
         license="spandrel: MIT; weights: the checkpoint's own licence (not shipped)",
@@ -324,6 +324,8 @@ for _mode, _halo in (("bicubic", 2), ("nearest", 0)):
             source="torch.nn.functional.interpolate",
             reference=f"{_mode} interpolation",
             factory=_make_interp(_mode),
+            options="scale",
+            n_params=0,
         ),
     )
 
