@@ -328,3 +328,14 @@ def test_cli_purify_with_spandrel_sr_and_learned_denoiser(ckpt, tmp_path):
         app, ["purify", str(src), "--out", str(out), "--defense", "jpeg", "--denoiser", "wavelet"]
     )
     assert res.exit_code != 0 and "no denoising stage" in res.output
+
+
+def test_x4_network_through_the_resolution_policy(ckpt):
+    path, _ = ckpt("esrgan")
+    x = torch.rand(2, 3, 16, 12)
+    full = create_defense(f"sr:sr_model=spandrel:sr_weights={path}")
+    native = create_defense(f"paper:sr_model=spandrel:sr_weights={path}:resolution=native")
+    assert full.scale == 4  # from the checkpoint
+    with torch.no_grad():
+        assert full(x).shape == (2, 3, 64, 48)  # classified at 4x
+        assert native(x).shape == (2, 3, 16, 12)  # resized back (antialiased)
