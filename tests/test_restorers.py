@@ -192,13 +192,14 @@ def test_report_table_holds_the_input_numbers():
     rows = _md_rows(rep.markdown)
     assert set(rows) == set(DEFS)
     for d in DEFS:
-        net, kind, p, fid, clean, worst, spec = rows[d]
+        num, net, kind, p, fid, clean, worst, spec = rows[d]
+        assert int(num) == DEFS.index(d) + 1  # the plot's point label
         assert spec == d
         assert float(p) == pytest.approx(PSNR[d], abs=0.005)
         assert float(fid) == pytest.approx(FID[d], abs=0.005)
         assert float(clean) == pytest.approx(100 * ACC[d][0], abs=0.05)
         assert float(worst) == pytest.approx(100 * ACC[d][2], abs=0.05)
-    assert rows[DEFS[1]][0] == "upconv7 (noise=3)" and rows[DEFS[2]][1] == "control"
+    assert rows[DEFS[1]][1] == "upconv7 (noise=3)" and rows[DEFS[2]][2] == "control"
     for d in DEFS:
         assert f">{html.escape(d)}</td>" in rep.html
     assert rep.png is not None and rep.png[:8] == b"\x89PNG\r\n\x1a\n"

@@ -221,8 +221,9 @@ class RestorersReport:
     """The section's content.
 
     Attributes:
-        rows: one dict per network: ``defense``, ``network``, ``kind``, ``psnr``,
-            ``fidelity_psnr``, ``clean``, ``attacked`` (accuracies in [0, 1] or ``None``).
+        rows: one dict per network: ``number`` (the plot's label), ``defense``, ``network``,
+            ``kind``, ``psnr``, ``fidelity_psnr``, ``clean``, ``attacked`` (accuracies in
+            [0, 1] or ``None``).
         attacked_key: the summary column used as "accuracy under attack".
         spearman: rank correlation of ``psnr`` and ``attacked`` (``None`` if < 3 points).
         table: the table (:class:`srdefense.evaluation.report.Table`).
@@ -344,12 +345,16 @@ def _plot(rows: list[dict[str, Any]], attacked_title: str) -> bytes | None:
         sel = [r for r in pts if r["kind"] == kind]
         if sel:
             ax.scatter([r["psnr"] for r in sel], [100 * r["attacked"] for r in sel], color=color, label=kind)
-    for r in pts:
+    seen: dict[tuple[float, float], int] = {}
+    for r in pts:  # numbered as in the table's first column; coinciding points stack their numbers
+        xy = (round(r["psnr"], 1), round(100 * r["attacked"], 1))
+        k = seen.get(xy, 0)
+        seen[xy] = k + 1
         ax.annotate(
-            r["network"][:28],
+            str(r["number"]),
             (r["psnr"], 100 * r["attacked"]),
-            fontsize=7,
-            xytext=(3, 3),
+            fontsize=8,
+            xytext=(4, 4 + 9 * k),
             textcoords="offset points",
         )
     ax.set_xlabel("restoration PSNR on clean photos (dB)")
@@ -392,6 +397,7 @@ def restorers_report(
         network, kind = _label_for(d)
         rows.append(
             {
+                "number": len(rows) + 1,
                 "defense": d,
                 "network": network,
                 "kind": kind,
@@ -413,6 +419,7 @@ def restorers_report(
     title = key.replace("@", " ").replace("worst-case", "worst case")
     table = Table(
         [
+            "#",
             "network",
             "kind",
             "restoration PSNR (dB)",
@@ -423,6 +430,7 @@ def restorers_report(
         ],
         [
             [
+                str(r["number"]),
                 r["network"],
                 r["kind"],
                 db(r["psnr"]),
@@ -433,8 +441,8 @@ def restorers_report(
             ]
             for r in rows
         ],
-        shade=[[None, None, None, None, r["clean"], r["attacked"], None] for r in rows],
-        text_columns=(1, 6),
+        shade=[[None, None, None, None, None, r["clean"], r["attacked"], None] for r in rows],
+        text_columns=(1, 2, 7),
     )
     return RestorersReport(rows, key, rho, table, table.markdown(), table.html(), _plot(rows, title))
 
@@ -479,7 +487,7 @@ def section_restorers(results: Any, psnr: Mapping[str, float | None] | None = No
             Figure(
                 "restorers_psnr_vs_accuracy",
                 rep.png,
-                "Restoration PSNR against accuracy under attack, one point per network.",
+                "Restoration PSNR against accuracy under attack, one point per network (# as in the table).",
                 "restoration PSNR against accuracy",
             )
         )
