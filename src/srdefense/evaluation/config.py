@@ -353,7 +353,9 @@ def resolve_defense_names(specs: Sequence[str]) -> list[str]:
     ``all`` becomes every registered defense that can be built without arguments (in registry
     order; ``quilting`` needs its patch database: add ``quilting:database=DIR``);
     ``ablations`` becomes the ablations of the paper's pipeline
-    (:data:`srdefense.evaluation.comparison.ABLATIONS`); other specs are kept as given.
+    (:data:`srdefense.evaluation.comparison.ABLATIONS`); ``restorers[:...]`` becomes the
+    pipeline with each restoration network (:mod:`srdefense.evaluation.restorers`); other specs
+    are kept as given.
 
     Raises:
         ConfigError: unknown defense name (the message lists the known ones).
@@ -368,6 +370,14 @@ def resolve_defense_names(specs: Sequence[str]) -> list[str]:
     for spec in specs:
         if spec == "ablations":
             out.extend(a for a in ABLATIONS if a not in out)
+            continue
+        if spec.split(":")[0] == "restorers":  # the restoration networks (evaluation/restorers.py)
+            from .restorers import expand_restorers
+
+            try:
+                out.extend(s for s in expand_restorers(spec) if s not in out)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
             continue
         if spec == "all":
             for name in known:
@@ -384,7 +394,7 @@ def resolve_defense_names(specs: Sequence[str]) -> list[str]:
             raise ConfigError(str(exc)) from None
         if name not in known:
             raise ConfigError(
-                f"unknown defense {name!r}; known: {', '.join(known) or '(none)'}, all, ablations"
+                f"unknown defense {name!r}; known: {', '.join(known) or '(none)'}, all, ablations, restorers"
             )
         if spec not in out:
             out.append(spec)

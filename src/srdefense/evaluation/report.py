@@ -526,6 +526,13 @@ def section_ablation(results: Results) -> Section | None:
     return _comparison_sections()[1](results)
 
 
+def section_restorers(results: Results) -> Section | None:
+    """See :func:`srdefense.evaluation.restorers.section_restorers`."""
+    from .restorers import section_restorers as restorers
+
+    return restorers(results)
+
+
 DEFAULT_SECTIONS: tuple[SectionFn, ...] = (
     section_overview,
     section_accuracy,
@@ -533,6 +540,7 @@ DEFAULT_SECTIONS: tuple[SectionFn, ...] = (
     section_card,
     section_paper_comparison,
     section_ablation,
+    section_restorers,
     section_clean,
     section_worst_case,
     section_accuracy_vs_eps,
