@@ -318,13 +318,19 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
 
 
 def _attacked_key(summary: Sequence[Mapping[str, Any]]) -> str | None:
-    keys = [r["key"] for r in summary]
+    # robust accuracy (every attack of every setting) when the run has it, else the worst case
+    keys = [r.get("column", r["key"]) for r in summary]
+    robust = [r.get("column", r["key"]) for r in summary if r["attack"] == "robust"]
+    if "robust" in robust:
+        return "robust"
+    if robust:
+        return robust[0]
     if "worst-case" in keys:
         return "worst-case"
     worst = [k for k in keys if str(k).startswith("worst-case")]
     if worst:
         return worst[0]
-    attacks = [r["key"] for r in summary if r["attack"] != "none"]
+    attacks = [r.get("column", r["key"]) for r in summary if r["attack"] != "none"]
     return attacks[0] if attacks else None
 
 
@@ -387,7 +393,7 @@ def restorers_report(
     """
     from .report import Table
 
-    acc = {(r["defense"], r["key"]): r["accuracy"] for r in summary}
+    acc = {(r["defense"], r.get("column", r["key"])): r["accuracy"] for r in summary}
     fid = {q["defense"]: q.get("psnr") for q in quality}
     key = _attacked_key([r for r in summary if r["defense"] in defenses])
     if key is None or len(defenses) < 2:
