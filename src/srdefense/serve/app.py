@@ -22,17 +22,23 @@ from torch import nn
 from .config import ServeConfig
 from .errors import ServiceError, install_error_handlers
 from .metrics import Metrics
-from .schemas import AttackMethod, AttackResponse, ClassifyResponse, ErrorResponse, Health, ModelsResponse, Resolution
+from .schemas import (
+    AttackMethod,
+    AttackResponse,
+    ClassifyResponse,
+    ErrorResponse,
+    Health,
+    ModelsResponse,
+    Resolution,
+)
 from .service import PurificationService
 from .uploads import read_image_bytes
 
-_ERRORS = {
-    s: {"model": ErrorResponse}
-    for s in (401, 413, 415, 422, 500, 503)
-}
+_ERRORS = {s: {"model": ErrorResponse} for s in (401, 413, 415, 422, 500, 503)}
 
 DefenseQ = Annotated[
-    str | None, Query(description="defense spec, e.g. paper or wd:sigma=0.02 (default: the server's --defense)")
+    str | None,
+    Query(description="defense spec, e.g. paper or wd:sigma=0.02 (default: the server's --defense)"),
 ]
 ResolutionQ = Annotated[
     Resolution | None,
@@ -166,10 +172,12 @@ def create_app(config: ServeConfig | None = None, *, classifier: nn.Module | Non
         defense: DefenseQ = None,
         resolution: ResolutionQ = None,
         top_k: TopKQ = 5,
-        label: Annotated[int | None, Query(description="true class index (default: the clean prediction)")] = None,
+        label: Annotated[
+            int | None, Query(description="true class index (default: the clean prediction)")
+        ] = None,
         seed: Annotated[int, Query(description="seed of PGD's random start")] = 0,
     ) -> AttackResponse:
-        """Attack the undefended classifier; predictions of clean and adversarial, without and with the defense."""
+        """Attack the undefended classifier; clean and adversarial predictions, without and with defense."""
         data = await read_image_bytes(request, config.max_upload_bytes)
         return await service.attack(
             data,

@@ -400,7 +400,9 @@ class PurificationService:
         c = self.config
         if method not in SERVICE_ATTACKS:
             raise ServiceError(
-                422, "invalid_parameter", f"method: expected one of {', '.join(SERVICE_ATTACKS)}, got {method!r}"
+                422,
+                "invalid_parameter",
+                f"method: expected one of {', '.join(SERVICE_ATTACKS)}, got {method!r}",
             )
         if not math.isfinite(eps) or not 0 < eps <= c.max_eps + 1e-12:
             raise ServiceError(
@@ -480,7 +482,9 @@ class PurificationService:
         )
 
     # -- endpoints
-    async def purify(self, data: bytes, defense: str | None, resolution: str | None) -> tuple[bytes, dict[str, str]]:
+    async def purify(
+        self, data: bytes, defense: str | None, resolution: str | None
+    ) -> tuple[bytes, dict[str, str]]:
         """Purify an uploaded image; return the PNG and response headers (sizes, timings)."""
         spec = self.check_defense(defense or self.config.defense, resolution)
         t0 = time.perf_counter()
@@ -490,9 +494,7 @@ class PurificationService:
         result, queue_ms = await self._submit(key, image)
         png = await run_in_threadpool(encode_png, result["image"])
         h, w = result["image"].shape[-2:]
-        timing = (
-            f"decode;dur={decode_ms:.1f}, queue;dur={queue_ms:.1f}, purify;dur={result['purify_ms']:.1f}"
-        )
+        timing = f"decode;dur={decode_ms:.1f}, queue;dur={queue_ms:.1f}, purify;dur={result['purify_ms']:.1f}"
         return png, {
             "X-Defense": spec,
             "X-Image-Size": f"{image.shape[2]}x{image.shape[1]}",
@@ -548,7 +550,7 @@ class PurificationService:
         label: int | None,
         seed: int,
     ) -> AttackResponse:
-        """Attack the undefended classifier on an uploaded image; classify both with and without the defense."""
+        """Attack the undefended classifier on an upload; classify both images without and with defense."""
         spec = self.check_defense(defense or self.config.defense, resolution)
         k = self._check_top_k(top_k)
         method, eps_value, steps = self._check_attack(method, parse_eps(eps), steps)
