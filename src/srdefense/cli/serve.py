@@ -45,7 +45,8 @@ def serve(
         ),
     ] = None,
     cors: Annotated[
-        list[str] | None, typer.Option("--cors", help="Allow this origin by CORS (repeatable); off by default.")
+        list[str] | None,
+        typer.Option("--cors", help="Allow this origin by CORS (repeatable); off if absent."),
     ] = None,
     max_upload_mb: Annotated[float, typer.Option(help="Largest request body in MiB (413 beyond).")] = 20.0,
     max_pixels: Annotated[
