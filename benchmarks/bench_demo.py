@@ -36,6 +36,11 @@ def main() -> None:
         f"demo, attacks cached (defenses + report):  {t_warm:.1f} s = {t_warm / BUDGET_S:.2f} of the budget"
     )
     print(f"attacks alone (difference):                {t_cold - t_warm:.1f} s")
+    stages = cold.run["seconds_per_stage"]
+    print("cold run, seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()))
+    for s in cold.settings:
+        keys = [r["key"] for r in cold.summary if r["setting"] == s and r["defense"] == "none"]
+        print(f"  {s}: {', '.join(keys)}")
 
 
 if __name__ == "__main__":

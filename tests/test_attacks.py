@@ -118,9 +118,11 @@ def _assert_bound(adv: torch.Tensor, x: torch.Tensor, attack) -> None:
 
 # ----------------------------------------------------------------------------- registry
 def test_registry_lists_every_attack_and_rejects_unknown_names():
-    assert list_attacks() == NAMES
-    assert len(ATTACKS) == 8
-    with pytest.raises(KeyError, match="known: cw, deepfool"):
+    new = ["apgd-ce", "apgd-dlr", "apgd-t", "autoattack", "autoattack-rand", "square"]
+    assert list_attacks() == sorted(NAMES + new)
+    assert len(ATTACKS) == 14
+    known = "known: apgd-ce, apgd-dlr, apgd-t, autoattack, autoattack-rand, cw, deepfool"
+    with pytest.raises(KeyError, match=known):
         create_attack("pgd-linf")
     with pytest.raises(TypeError):
         create_attack("fgsm", steps=3)  # FGSM is one full step; no steps parameter

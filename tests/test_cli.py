@@ -156,9 +156,9 @@ def test_demo_per_image_table_shows_labels_predictions_and_psnr() -> None:
     text = console.export_text()
     names = imagenet_classes()
     for rec in res.records:
-        line = next(row for row in text.splitlines() if row.strip().startswith(rec["id"] + " "))
-        assert names[rec["label"]] in line and names[rec["clean"]["paper"]] in line
-        assert f"{rec['quality']['paper']['psnr']:.2f}" in line
+        line = next(row for row in text.splitlines() if row.strip().startswith(rec.id + " "))
+        assert names[rec.label] in line and names[rec.clean["paper"][0]] in line
+        assert f"{rec.quality['paper'].psnr:.2f}" in line
 
 
 def test_malloc_tuning_applies_on_glibc_and_can_be_turned_off() -> None:

@@ -228,12 +228,15 @@ def test_gray_box_attack_sees_only_the_classifier(model: nn.Module, data: Any) -
     assert torch.equal(seen, data[0])  # the clean images, never purified ones
     assert len(res.records) == 14
     r = res.records[0]
-    assert set(r["clean"]) == {"none", "up", "blur"}
-    assert set(r["adv"]["fgsm@8/255"]) == {"none", "up", "blur"}
-    assert r["perturbation"]["fgsm@8/255"]["linf"] <= 8 / 255 + 1e-6
+    assert set(r.clean) == {"none", "up", "blur"}
+    assert set(r.adv["gray-box"]["fgsm@8/255"]) == {"none", "up", "blur"}
+    assert r.perturbation["gray-box"]["fgsm@8/255"]["up"].linf <= 8 / 255 + 1e-6
     # the attack works on the undefended classifier, and "none" equals the undefended record
     assert res.accuracy("none", "fgsm", 8 / 255) < res.accuracy("none")
-    assert all(r["adv"]["fgsm@8/255"]["none"] == r["perturbation"]["fgsm@8/255"]["pred"] for r in res.records)
+    assert all(
+        r.adv["gray-box"]["fgsm@8/255"]["none"] == [r.perturbation["gray-box"]["fgsm@8/255"]["none"].pred]
+        for r in res.records
+    )
 
 
 def test_summary_rows_and_worst_case(model: nn.Module, data: Any, tmp_path: Path) -> None:
@@ -248,7 +251,8 @@ def test_summary_rows_and_worst_case(model: nn.Module, data: Any, tmp_path: Path
     summary = summary_of(tmp_path)
     for row in summary:
         assert {"defense", "attack", "eps", "setting", "n", "accuracy", "ci95"} <= set(row)
-        assert row["setting"] == "gray-box" and row["n"] == 14
+        assert row["setting"] == {"none": "clean", "robust": "adaptive"}.get(row["attack"], "gray-box")
+        assert row["n"] == 14
         lo, hi = row["ci95"]
         assert lo <= row["accuracy"] <= hi
     for d in ("none", "blur"):
@@ -269,7 +273,7 @@ def test_summary_rows_and_worst_case(model: nn.Module, data: Any, tmp_path: Path
     assert q["blur"]["ssim"] < 1 and q["blur"]["psnr"] < q["none"]["psnr"]
     # results.json is strict JSON with a config block to rerun
     cfg = json.loads((tmp_path / "results.json").read_text())["config"]
-    assert {"versions", "classifier", "defenses", "attacks", "seed", "setting", "run_id"} <= set(cfg)
+    assert {"versions", "classifier", "defenses", "attacks", "seed", "settings", "run_id"} <= set(cfg)
     assert cfg["versions"]["torch"] == torch.__version__
 
 
@@ -299,11 +303,9 @@ def test_resolution_native_classifies_at_input_size(model: nn.Module, data: Any)
     assert (2 * SIZE, 2 * SIZE) in set(seen)
 
 
-def test_other_settings_raise_not_implemented(model: nn.Module, data: Any) -> None:
-    for setting in ("white-box", "bpda", "eot"):
-        with pytest.raises(NotImplementedError, match="gray-box"):
-            evaluate(model, {"none": Identity()}, [CountingFGSM(4 / 255)], data, setting=setting)
-    with pytest.raises(ConfigError, match="gray-box"):
+def test_unknown_setting_lists_the_known_ones(model: nn.Module, data: Any) -> None:
+    known = r"unknown threat model 'black-box'; known: gray-box, white-box, bpda"
+    with pytest.raises(ConfigError, match=known):
         evaluate(model, {"none": Identity()}, [CountingFGSM(4 / 255)], data, setting="black-box")
 
 
@@ -497,7 +499,7 @@ def test_unreadable_items_are_skipped_with_a_warning(model: nn.Module, data: Any
             return SimpleNamespace(id=self.ids[i], image=data[0][i], label=int(data[1][i]))
 
     res = evaluate(model, {"none": Identity()}, [CountingFGSM(4 / 255)], DS(), batch_size=4)
-    assert [r["id"] for r in res.records] == ["s0", "s1", "s3", "s4", "s5"]
+    assert [r.id for r in res.records] == ["s0", "s1", "s3", "s4", "s5"]
     assert any(w["check"] == "data" and "broken file" in w["message"] for w in res.warnings)
 
 
@@ -698,3 +700,59 @@ def test_cli_evaluate_loads_classifier_weights(cli_setup: dict[str, Path]) -> No
     missing = cli_setup["root"] / "missing.safetensors"
     bad = _invoke([str(missing) if a == str(wfile) else a for a in args])
     assert bad.exit_code == 2 and "missing.safetensors" in bad.output.replace("\n", "")
+
+
+def test_cli_evaluation_of_nothing_exits_non_zero(cli_setup: dict[str, Path]) -> None:
+    root = cli_setup["root"]
+    csv = root / "missing.csv"
+    csv.write_text(f"path,label\n{root / 'gone1.png'},0\n{root / 'gone2.png'},1\n")
+    args = [
+        "evaluate",
+        "--data",
+        str(csv),
+        "--classifier",
+        f"{cli_setup['model']}:factory",
+        "--image-size",
+        "16",
+    ]
+    res = _invoke([*args, "--defense", "none", "--attack", "fgsm", "--out", str(root / "empty"), "--quiet"])
+    assert res.exit_code != 0
+    assert "no sample could be evaluated" in res.output
+    bad = _invoke([*args[:-1], "0", "--defense", "none", "--attack", "fgsm", "--out", str(root / "z")])
+    assert bad.exit_code == 2 and "image_size: expected an integer >= 1" in bad.output
+
+
+def test_cli_adaptive_settings_and_card(cli_setup: dict[str, Path]) -> None:
+    out = cli_setup["root"] / "adaptive"
+    res = _invoke(
+        [
+            "evaluate",
+            "--data",
+            str(cli_setup["csv"]),
+            "--classifier",
+            f"{cli_setup['model']}:factory",
+            "--image-size",
+            "16",
+            "--defense",
+            "none,bit-depth",
+            "--attack",
+            "fgsm",
+            "--adaptive-attack",
+            "pgd:steps=3",
+            "--setting",
+            "gray-box,white-box,bpda",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
+    assert res.exit_code == 0, res.output
+    data = json.loads((out / "results.json").read_text())
+    assert data["config"]["settings"] == ["gray-box", "white-box", "bpda"]
+    settings = {(r["setting"], r["attack"]) for r in data["summary"]}
+    assert {("gray-box", "fgsm"), ("white-box", "pgd"), ("bpda", "pgd"), ("adaptive", "robust")} <= settings
+    assert {c["check"] for c in data["checks"]} >= {"randomness", "gradients", "eps-sweep", "gray-vs-white"}
+    md = (out / "report.md").read_text()
+    assert "Gray-box against adaptive attacks" in md and "Report card" in md
+    bad = _invoke(["evaluate", "--setting", "gray-box,eot", "--out", str(out)])
+    assert bad.exit_code == 2 and "known: gray-box, white-box, bpda" in bad.output

@@ -154,9 +154,28 @@ def small_edsr_file(tmp_path: Path) -> Path:
     return _save_hashed(ref.state_dict(), tmp_path, "edsr_tiny_x2")
 
 
+def _small_spandrel_file(folder: Path) -> Path:
+    """A random-weight spandrel Compact (SRVGGNet) x2 checkpoint; skips without spandrel."""
+    if importlib.util.find_spec("spandrel") is None:
+        pytest.skip("spandrel not installed (optional backend)")
+    from safetensors.torch import save_file
+
+    from srdefense.purification.sr_models.spandrel_backend import import_spandrel
+
+    import_spandrel()
+    from spandrel.architectures.Compact import Compact
+
+    torch.manual_seed(0)
+    path = folder / "compact_x2.safetensors"
+    save_file(Compact(num_feat=8, num_conv=2, upscale=2).state_dict(), str(path))
+    return path
+
+
 @pytest.fixture
-def sr_kwargs(small_edsr_file: Path):
+def sr_kwargs(small_edsr_file: Path, tmp_path: Path):
     def kw(name: str) -> dict:
+        if name == "spandrel":
+            return {"weights": _small_spandrel_file(tmp_path)}
         return {"weights": small_edsr_file} if name == "edsr" else {}
 
     return kw
@@ -278,12 +297,12 @@ def test_subpixel_form_equals_conv_transpose():
 
 
 def test_registry_entries():
-    assert set(SR_NAMES) == {"upconv7", "edsr", "bicubic", "nearest"}
+    assert set(SR_NAMES) == {"upconv7", "edsr", "spandrel", "bicubic", "nearest"}
     for info in list_sr_models():
         assert isinstance(info, SRModelInfo) and info.halo >= 0 and info.description and info.license
     assert get_sr_model_info("upconv7").halo == 7
     assert get_sr_model_info("upconv7").sha256 == UPCONV7_WEIGHTS[None][1]
-    with pytest.raises(KeyError, match="known: bicubic, edsr, nearest, upconv7"):
+    with pytest.raises(KeyError, match="known: bicubic, edsr, nearest, spandrel, upconv7"):
         create_sr_model("srgan")
 
 

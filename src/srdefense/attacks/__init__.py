@@ -1,9 +1,14 @@
-"""Adversarial attacks: the gradient family (FGSM, I-FGSM, MI-FGSM, PGD), DeepFool, C&W L2.
+"""Adversarial attacks: gradient family, DeepFool, C&W L2, APGD, Square and AutoAttack.
+
+The gradient family is FGSM, I-FGSM, MI-FGSM and PGD; APGD comes with the CE, DLR and targeted
+DLR losses; every attack takes its loss from :mod:`.losses`.
 
 Every attack is configured once and called as ``attack(model, images, labels, *,
 generator=None)`` for any ``nn.Module`` returning logits; images are floats in [0, 1], NCHW.
 """
 
+from .apgd import APGD, APGDCE, APGDDLR, APGDT, APGDRun
+from .autoattack import AutoAttack, AutoAttackRand, EnsembleResult
 from .base import EOT, Attack, choose_targets, clip_perturbation, l2_norms, linf_norms
 from .cw import CarliniWagnerL2
 from .deepfool import DeepFool, L2DeepFool, LinfDeepFool
@@ -20,8 +25,13 @@ from .gradient import (
     LinfPGD,
 )
 from .registry import ATTACKS, create_attack, list_attacks
+from .square import Square
 
 __all__ = [
+    "APGD",
+    "APGDCE",
+    "APGDDLR",
+    "APGDT",
     "ATTACKS",
     "BIM",
     "EOT",
@@ -29,9 +39,13 @@ __all__ = [
     "IFGSM",
     "MIFGSM",
     "PGD",
+    "APGDRun",
     "Attack",
+    "AutoAttack",
+    "AutoAttackRand",
     "CarliniWagnerL2",
     "DeepFool",
+    "EnsembleResult",
     "GradientAttack",
     "L2DeepFool",
     "L2GradientAttack",
@@ -39,6 +53,7 @@ __all__ = [
     "LinfDeepFool",
     "LinfGradientAttack",
     "LinfPGD",
+    "Square",
     "choose_targets",
     "clip_perturbation",
     "create_attack",

@@ -41,14 +41,25 @@ class Attack:
         target: ``None`` (untargeted), ``"random"`` (a uniformly drawn wrong class) or
             ``"least-likely"`` (the class with the smallest clean logit, Kurakin et al. 2017).
         seed: seed of the random draws used when the call gives no generator.
+        eot_samples: Expectation over Transformation: when > 1, the model is wrapped in
+            :class:`EOT` with this many draws at every step (for randomised models; gradient
+            attacks average the loss and its gradient, score-based ones the logits).
     """
 
     name: ClassVar[str] = "attack"
-    distance: ClassVar[str] = "linf"
+    # the norm; a class attribute, which an attack with a ``norm`` parameter sets per instance
+    distance: str = "linf"
     reference: ClassVar[str] = ""
     supports_targets: ClassVar[bool] = True
 
-    def __init__(self, *, eps: float | None, target: TargetMode | None = None, seed: int | None = None):
+    def __init__(
+        self,
+        *,
+        eps: float | None,
+        target: TargetMode | None = None,
+        seed: int | None = None,
+        eot_samples: int = 1,
+    ):
         if eps is not None:
             eps = float(eps)
             if not math.isfinite(eps) or eps < 0:
@@ -61,6 +72,9 @@ class Attack:
             raise ValueError(f"{self.name}: has no targeted variant (target must be None)")
         if seed is not None and not isinstance(seed, int):
             raise TypeError(f"seed: expected an int or None, got {type(seed).__name__}")
+        if isinstance(eot_samples, bool) or not isinstance(eot_samples, int) or eot_samples < 1:
+            raise ValueError(f"eot_samples: expected an int >= 1, got {eot_samples!r}")
+        self.eot_samples = eot_samples
         self.eps = eps
         self.target = target
         self.seed = seed
@@ -82,13 +96,19 @@ class Attack:
         Two attacks with equal configs produce equal results on equal inputs (given the same
         generator for non-deterministic ones), so the dict can serve as a cache key.
         """
-        return {"name": self.name, "distance": self.distance, **self._params()}
+        cfg = {"name": self.name, "distance": self.distance, **self._params()}
+        if self.eot_samples != 1:  # only when set, so the configs (cache keys) of plain runs stay as before
+            cfg["eot_samples"] = self.eot_samples
+        return cfg
 
     def _params(self) -> dict[str, Any]:
         return {"eps": self.eps, "target": self.target, "seed": self.seed}
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self._params().items())
+        params = self._params()
+        if self.eot_samples != 1:
+            params["eot_samples"] = self.eot_samples
+        args = ", ".join(f"{k}={v!r}" for k, v in params.items())
         return f"{type(self).__name__}({args})"
 
     def __call__(
@@ -118,8 +138,27 @@ class Attack:
             and ``||adv - images|| <= eps`` in the attack's norm when ``eps`` is set.
 
         Raises:
-            TypeError, ValueError: for malformed inputs.
+            TypeError, ValueError: for malformed inputs, or an :class:`EOT` model given to an
+                attack that has ``eot_samples > 1`` itself (give one or the other).
         """
+        model, x, y, target_labels, generator = self._prepare(model, images, labels, generator, target_labels)
+        if x.shape[0] == 0:
+            return x.clone()
+        with torch.enable_grad():
+            if target_labels is None and self.target is not None:
+                target_labels = choose_targets(model, x, y, self.target, generator)
+            adv = self._run(model, x, y, target_labels, generator)
+        return self._finish(adv, x)
+
+    def _prepare(
+        self,
+        model: nn.Module,
+        images: Tensor,
+        labels: Tensor,
+        generator: torch.Generator | None,
+        target_labels: Tensor | None,
+    ) -> tuple[nn.Module, Tensor, Tensor, Tensor | None, torch.Generator | None]:
+        """Check the inputs; detach them; default the generator; wrap the model for EOT."""
         check_image_batch(images, "images", channels=None)
         check_labels(labels, images.shape[0], "labels")
         x = images.detach()
@@ -133,14 +172,19 @@ class Attack:
                 raise ValueError(f"{self.name}: has no targeted variant (target_labels must be None)")
             check_labels(target_labels, x.shape[0], "target_labels")
             target_labels = target_labels.detach().to(device=x.device, dtype=torch.long)
-        if x.shape[0] == 0:
-            return x.clone()
         if generator is None and self.seed is not None:
             generator = torch.Generator().manual_seed(self.seed)
-        with torch.enable_grad():
-            if target_labels is None and self.target is not None:
-                target_labels = choose_targets(model, x, y, self.target, generator)
-            adv = self._run(model, x, y, target_labels, generator)
+        if self.eot_samples > 1:
+            if isinstance(model, EOT):
+                raise ValueError(
+                    f"{self.name}: the model is already an EOT wrapper (n={model.n}) and the attack has "
+                    f"eot_samples={self.eot_samples}; give one or the other"
+                )
+            model = EOT(model, self.eot_samples)
+        return model, x, y, target_labels, generator
+
+    def _finish(self, adv: Tensor, x: Tensor) -> Tensor:
+        """Detach and enforce the bound exactly."""
         adv = adv.detach()
         if self.eps is not None:
             adv = clip_perturbation(adv, x, self.eps, self.distance)

@@ -3,7 +3,8 @@
 The image is parametrised as ``x' = (tanh(w) + 1) / 2`` so that the box constraint holds by
 construction, and ``||x' - x||_2^2 + c * f(x')`` is minimised with Adam, where
 ``f = max(Z_y - max_{i != y} Z_i, -kappa)`` (untargeted) or
-``f = max(max_{i != t} Z_i - Z_t, -kappa)`` (targeted). The constant ``c`` is found by a
+``f = max(max_{i != t} Z_i - Z_t, -kappa)`` (targeted), with the margin of
+:func:`srdefense.attacks.losses.margin`. The constant ``c`` is found by a
 binary search *per sample*; early abort (no 0.01 % progress in a tenth of the steps) is also
 decided per sample, so a row attacked alone gives the same result as in a batch.
 """
@@ -17,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import Attack, LossFn, TargetMode, _bcast, _rows, value_and_grad
+from .losses import margin
 
 
 class CarliniWagnerL2(Attack):
@@ -39,6 +41,7 @@ class CarliniWagnerL2(Attack):
         seed: seed of the random target when the call gives no generator.
         eps: optional L2 bound; ``None`` (default) gives the minimal-norm attack. When set,
             the final perturbation is projected onto the eps-ball.
+        eot_samples: EOT draws per step for randomised models (see :class:`Attack`).
     """
 
     name = "cw"
@@ -57,8 +60,9 @@ class CarliniWagnerL2(Attack):
         target: TargetMode | None = None,
         seed: int | None = None,
         eps: float | None = None,
+        eot_samples: int = 1,
     ) -> None:
-        super().__init__(eps=eps, target=target, seed=seed)
+        super().__init__(eps=eps, target=target, seed=seed, eot_samples=eot_samples)
         for nm, v in (("binary_search_steps", binary_search_steps), ("steps", steps)):
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{nm}: expected an int >= 1, got {v!r}")
@@ -124,9 +128,7 @@ class CarliniWagnerL2(Attack):
             def fn(m: nn.Module, w: Tensor) -> tuple[Tensor, Tensor]:
                 xa = (torch.tanh(w) + 1) / 2
                 z = m(xa)
-                zc = z.gather(1, cls[:, None]).squeeze(1)
-                other = z.scatter(1, cls[:, None], -math.inf).amax(1)
-                f = (other - zc) if targeted else (zc - other)
+                f = -margin(z, cls) if targeted else margin(z, cls)
                 f = f.clamp_min(-kappa)
                 dist = _rows(xa - x).pow(2).sum(1)
                 return dist + c * f, z

@@ -29,6 +29,8 @@ class DeepFool(Attack):
         eps: optional bound; ``None`` (default) gives the minimal-norm attack. When set, the
             final perturbation is projected onto the eps-ball (foolbox's clipping of
             minimisation attacks).
+        eot_samples: EOT draws per step for randomised models (see :class:`Attack`); the
+            quantities of DeepFool are linear in the logits, so averaging them is exact EOT.
     """
 
     supports_targets = False
@@ -40,8 +42,9 @@ class DeepFool(Attack):
         candidates: int = 10,
         overshoot: float = 0.02,
         eps: float | None = None,
+        eot_samples: int = 1,
     ) -> None:
-        super().__init__(eps=eps)
+        super().__init__(eps=eps, eot_samples=eot_samples)
         if not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps: expected an int >= 1, got {steps!r}")
         if not isinstance(candidates, int) or candidates < 2:

@@ -20,7 +20,6 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import (
@@ -34,6 +33,7 @@ from .base import (
     randn,
     value_and_grad,
 )
+from .losses import objective
 
 
 class GradientAttack(Attack):
@@ -47,6 +47,7 @@ class GradientAttack(Attack):
         momentum: decay factor ``mu`` of MI-FGSM; 0 disables momentum.
         target: ``None``, ``"random"`` or ``"least-likely"`` (see :class:`Attack`).
         seed: seed for the random draws when the call gives no generator.
+        eot_samples: EOT draws per step for randomised models (see :class:`Attack`).
     """
 
     def __init__(
@@ -59,8 +60,9 @@ class GradientAttack(Attack):
         momentum: float = 0.0,
         target: TargetMode | None = None,
         seed: int | None = None,
+        eot_samples: int = 1,
     ) -> None:
-        super().__init__(eps=eps, target=target, seed=seed)
+        super().__init__(eps=eps, target=target, seed=seed, eot_samples=eot_samples)
         if not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps: expected an int >= 1, got {steps!r}")
         if not math.isfinite(alpha) or alpha < 0:
@@ -107,17 +109,10 @@ class GradientAttack(Attack):
     ) -> Tensor:
         eps = self.eps
         assert eps is not None
-        if targets is None:
 
-            def fn(m: nn.Module, v: Tensor) -> tuple[Tensor, Tensor]:
-                z = m(v)
-                return F.cross_entropy(z, y, reduction="none"), z
-
-        else:
-
-            def fn(m: nn.Module, v: Tensor) -> tuple[Tensor, Tensor]:
-                z = m(v)
-                return -F.cross_entropy(z, targets, reduction="none"), z
+        def fn(m: nn.Module, v: Tensor) -> tuple[Tensor, Tensor]:
+            z = m(v)
+            return objective("ce", z, y, targets), z
 
         adv = x.clone()
         if self.random_start:
@@ -197,13 +192,21 @@ class FGSM(LinfGradientAttack):
         eps: Linf bound, e.g. ``4 / 255``.
         target: ``None``, ``"random"`` or ``"least-likely"``.
         seed: seed of the random target when the call gives no generator.
+        eot_samples: EOT draws per step for randomised models (see :class:`Attack`).
     """
 
     name = "fgsm"
     reference = "Goodfellow, Shlens, Szegedy, 'Explaining and Harnessing Adversarial Examples', ICLR 2015"
 
-    def __init__(self, *, eps: float = 4 / 255, target: TargetMode | None = None, seed: int | None = None):
-        super().__init__(eps=eps, alpha=eps, steps=1, target=target, seed=seed)
+    def __init__(
+        self,
+        *,
+        eps: float = 4 / 255,
+        target: TargetMode | None = None,
+        seed: int | None = None,
+        eot_samples: int = 1,
+    ) -> None:
+        super().__init__(eps=eps, alpha=eps, steps=1, target=target, seed=seed, eot_samples=eot_samples)
 
 
 class IFGSM(LinfGradientAttack):
@@ -218,6 +221,7 @@ class IFGSM(LinfGradientAttack):
         steps: iterations; ``None`` for Kurakin's rule.
         target: ``None``, ``"random"`` or ``"least-likely"`` (iterative least-likely class).
         seed: seed of the random target when the call gives no generator.
+        eot_samples: EOT draws per step for randomised models (see :class:`Attack`).
     """
 
     name = "ifgsm"
@@ -231,6 +235,7 @@ class IFGSM(LinfGradientAttack):
         steps: int | None = None,
         target: TargetMode | None = None,
         seed: int | None = None,
+        eot_samples: int = 1,
     ) -> None:
         super().__init__(
             eps=eps,
@@ -238,6 +243,7 @@ class IFGSM(LinfGradientAttack):
             steps=kurakin_steps(eps) if steps is None else steps,
             target=target,
             seed=seed,
+            eot_samples=eot_samples,
         )
 
 
@@ -262,6 +268,7 @@ class MIFGSM(LinfGradientAttack):
         momentum: decay factor ``mu``.
         target: ``None``, ``"random"`` or ``"least-likely"``.
         seed: seed of the random target when the call gives no generator.
+        eot_samples: EOT draws per step for randomised models (see :class:`Attack`).
     """
 
     name = "mifgsm"
@@ -276,6 +283,7 @@ class MIFGSM(LinfGradientAttack):
         momentum: float = 1.0,
         target: TargetMode | None = None,
         seed: int | None = None,
+        eot_samples: int = 1,
     ) -> None:
         super().__init__(
             eps=eps,
@@ -284,6 +292,7 @@ class MIFGSM(LinfGradientAttack):
             momentum=momentum,
             target=target,
             seed=seed,
+            eot_samples=eot_samples,
         )
 
 
@@ -301,6 +310,7 @@ class PGD(LinfGradientAttack):
         random_start: start from a uniform draw in the ball.
         target: ``None``, ``"random"`` or ``"least-likely"``.
         seed: seed of the random draws when the call gives no generator.
+        eot_samples: EOT draws per step for randomised models (see :class:`Attack`).
     """
 
     name = "pgd"
@@ -315,6 +325,7 @@ class PGD(LinfGradientAttack):
         random_start: bool = True,
         target: TargetMode | None = None,
         seed: int | None = None,
+        eot_samples: int = 1,
     ) -> None:
         super().__init__(
             eps=eps,
@@ -323,6 +334,7 @@ class PGD(LinfGradientAttack):
             random_start=random_start,
             target=target,
             seed=seed,
+            eot_samples=eot_samples,
         )
 
 
@@ -343,6 +355,7 @@ class L2PGD(L2GradientAttack):
         random_start: start from a uniform draw in the ball.
         target: ``None``, ``"random"`` or ``"least-likely"``.
         seed: seed of the random draws when the call gives no generator.
+        eot_samples: EOT draws per step for randomised models (see :class:`Attack`).
     """
 
     name = "pgd-l2"
@@ -357,6 +370,7 @@ class L2PGD(L2GradientAttack):
         random_start: bool = True,
         target: TargetMode | None = None,
         seed: int | None = None,
+        eot_samples: int = 1,
     ) -> None:
         super().__init__(
             eps=eps,
@@ -365,4 +379,5 @@ class L2PGD(L2GradientAttack):
             random_start=random_start,
             target=target,
             seed=seed,
+            eot_samples=eot_samples,
         )

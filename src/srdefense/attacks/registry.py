@@ -5,13 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from .._registry import Registry
+from .apgd import APGDCE, APGDDLR, APGDT
+from .autoattack import AutoAttack, AutoAttackRand
 from .base import Attack
 from .cw import CarliniWagnerL2
 from .deepfool import L2DeepFool, LinfDeepFool
 from .gradient import FGSM, IFGSM, L2PGD, MIFGSM, PGD
+from .square import Square
 
 ATTACKS: Registry[type[Attack]] = Registry("attack")
 for _cls in (FGSM, IFGSM, MIFGSM, PGD, L2PGD, LinfDeepFool, L2DeepFool, CarliniWagnerL2):
+    ATTACKS.add(_cls.name, _cls)
+for _cls in (APGDCE, APGDDLR, APGDT, Square, AutoAttack, AutoAttackRand):
     ATTACKS.add(_cls.name, _cls)
 
 
@@ -22,7 +27,9 @@ def create_attack(name: str, *, eps: float | None = None, **kwargs: Any) -> Atta
         name: registry name (see :func:`list_attacks`).
         eps: perturbation bound in image units; ``None`` keeps the attack's default (4/255
             for the Linf gradient attacks, 3.0 for ``pgd-l2``, unbounded for the minimal-norm
-            attacks ``deepfool``, ``deepfool-l2`` and ``cw``).
+            attacks ``deepfool``, ``deepfool-l2`` and ``cw``; 4/255, or 3.0 with ``norm="l2"``,
+            for ``apgd-ce``, ``apgd-dlr``, ``apgd-t``, ``square``, ``autoattack`` and
+            ``autoattack-rand``).
         **kwargs: further keyword-only hyperparameters of the attack class.
 
     Raises:

@@ -20,9 +20,17 @@ PRECISION_HELP = (
 
 
 def build_defense(
-    spec: str, sr: str | None, sr_weights: Path | None, tile_size: int | None, precision: str = "fp32"
+    spec: str,
+    sr: str | None,
+    sr_weights: Path | None,
+    tile_size: int | None,
+    denoiser: str | None = None,
+    denoiser_weights: Path | None = None,
+    precision: str = "fp32",
 ) -> Any:
-    """Create a defense from ``--defense`` and the SR options, with CLI-grade errors."""
+    """Create a defense from ``--defense`` and the SR / denoiser options, with CLI-grade errors."""
+    if denoiser_weights is not None and denoiser is None:
+        denoiser = "spandrel"  # --denoiser-weights alone: the learned denoiser replaces wavelet
     from ..purification.registry import DEFENSES, create_defense, parse_defense_spec
 
     try:
@@ -34,6 +42,8 @@ def build_defense(
             wanted = {"sr_model": sr, "sr_weights": str(sr_weights) if sr_weights else None}
             wanted["tile_size"] = tile_size
             wanted["precision"] = precision if precision != "fp32" else None
+            wanted["denoiser"] = denoiser
+            wanted["denoiser_weights"] = str(denoiser_weights) if denoiser_weights else None
             for key, value in wanted.items():
                 if value is None:
                     continue
@@ -41,10 +51,12 @@ def build_defense(
                     overrides[key] = value
                 elif key == "precision" and value == "auto":
                     continue  # auto on a defense without SR: nothing to do
+                elif key.startswith("denoiser"):
+                    fail(f"--{key.replace('_', '-')}: defense {name!r} has no denoising stage (use paper)")
                 elif key != "tile_size":
                     fail(f"--{key.replace('_', '-')}: defense {name!r} has no super-resolution stage")
         return create_defense(spec, **overrides)
-    except (KeyError, TypeError, ValueError, FileNotFoundError, RuntimeError) as exc:
+    except (KeyError, TypeError, ValueError, FileNotFoundError, RuntimeError, ImportError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         fail(f"--defense {spec}: {msg}")
 
@@ -55,6 +67,11 @@ def _precision(value: str) -> str:
     if value not in PRECISIONS:
         fail(f"--precision: expected one of {', '.join(PRECISIONS)}, got {value!r}")
     return value
+
+
+_DENOISER_HELP = (
+    "Denoising before SR: wavelet (the paper), spandrel (learned, replaces it), wavelet+spandrel, none."
+)
 
 
 def _output_names(inputs: list[Path], out: Path) -> list[Path]:
@@ -75,7 +92,11 @@ def purify(
     defense: Annotated[str, typer.Option(help="Defense spec, e.g. paper, wd:sigma=0.02.")] = "paper",
     sr: Annotated[str | None, typer.Option("--sr", help="Super-resolution backend.")] = None,
     sr_weights: Annotated[
-        Path | None, typer.Option("--sr-weights", help="Weights for the SR backend (edsr).")
+        Path | None, typer.Option("--sr-weights", help="Weights for the SR backend (edsr, spandrel).")
+    ] = None,
+    denoiser: Annotated[str | None, typer.Option("--denoiser", help=_DENOISER_HELP)] = None,
+    denoiser_weights: Annotated[
+        Path | None, typer.Option("--denoiser-weights", help="Checkpoint of the learned denoiser.")
     ] = None,
     tile_size: Annotated[
         int, typer.Option(help="Super-resolve in tiles of this many input pixels (0: whole image).")
@@ -92,7 +113,10 @@ def purify(
     from ..data.io import ImageReadError, read_image, write_png
 
     dev = resolve_device(device)
-    purifier = build_defense(defense, sr, sr_weights, tile_size or None, _precision(precision)).to(dev).eval()
+    purifier = build_defense(
+        defense, sr, sr_weights, tile_size or None, denoiser, denoiser_weights, _precision(precision)
+    )
+    purifier = purifier.to(dev).eval()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -132,6 +156,10 @@ def classify(
     sr_weights: Annotated[
         Path | None, typer.Option("--sr-weights", help="Weights for the SR backend.")
     ] = None,
+    denoiser: Annotated[str | None, typer.Option("--denoiser", help=_DENOISER_HELP)] = None,
+    denoiser_weights: Annotated[
+        Path | None, typer.Option("--denoiser-weights", help="Checkpoint of the learned denoiser.")
+    ] = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, max=1000, help="Classes to show.")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "cpu",
@@ -155,7 +183,7 @@ def classify(
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         fail(f"--classifier {classifier}: {msg}")
     cfg = model.cfg
-    purifier = build_defense(defense, sr, sr_weights, None, _precision(precision))
+    purifier = build_defense(defense, sr, sr_weights, None, denoiser, denoiser_weights, _precision(precision))
     defended = Defended(purifier, model).to(dev).eval()
     names, wnids = imagenet_classes(), imagenet_wnids()
     results: list[dict[str, Any]] = []
@@ -200,14 +228,16 @@ def classify(
         raise typer.Exit(1)
 
 
-_LIST_CHOICES = ("all", "classifiers", "sr", "defenses", "attacks")
+_LIST_CHOICES = ("all", "classifiers", "sr", "denoisers", "defenses", "attacks")
 
 
 @app.command("list")
 def list_(
-    what: Annotated[str, typer.Argument(help="all, classifiers, sr, defenses or attacks.")] = "all",
+    what: Annotated[
+        str, typer.Argument(help="all, classifiers, sr, denoisers, defenses or attacks.")
+    ] = "all",
 ) -> None:
-    """List the registered classifiers, super-resolution models, defenses and attacks."""
+    """List the registered classifiers, super-resolution models, denoisers, defenses and attacks."""
     if what not in _LIST_CHOICES:
         fail(f"list: expected one of {', '.join(_LIST_CHOICES)}, got {what!r}")
     if what in ("all", "classifiers"):
@@ -224,11 +254,23 @@ def list_(
     if what in ("all", "sr"):
         from ..purification.superres import list_sr_models
 
-        t = Table(title="super-resolution models")
-        for col in ("name", "scale", "description", "license"):
+        t = Table(title="super-resolution models (--sr NAME or NAME:option=value)")
+        for col in ("name", "scale", "parameters", "options", "description", "license"):
             t.add_column(col)
         for info in list_sr_models():
-            t.add_row(info.name, f"x{info.scale}", info.description, info.license)
+            scale = f"x{info.scale}" if info.scale else "from file"
+            n_params = "from file" if info.n_params is None else f"{info.n_params / 1e6:.2f}M"
+            n_params = "0" if info.n_params == 0 else n_params
+            t.add_row(info.name, scale, n_params, info.options, info.description, info.license)
+        console.print(t)
+    if what in ("all", "denoisers"):
+        from ..purification.learned_denoise import list_denoisers
+
+        t = Table(title="denoisers (--denoiser NAME; paper_defense(denoiser=...))")
+        for col in ("name", "options", "description", "license"):
+            t.add_column(col)
+        for d in list_denoisers():
+            t.add_row(d.name, d.options, d.description, d.license)
         console.print(t)
     if what in ("all", "defenses"):
         from ..purification import list_defenses

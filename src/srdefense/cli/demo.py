@@ -35,11 +35,11 @@ def per_image_table(results: Any, defense: str = "paper", reference: str = "bicu
     )
     for col in ("sample", "true label", "no defense", defense, f"PSNR vs {reference} x2 (dB)"):
         t.add_column(col, justify="right" if col.startswith("PSNR") else "left")
-    for r in sorted(results.records, key=lambda r: r["index"]):
-        label, plain, defended = r["label"], r["clean"]["none"], r["clean"][defense]
-        ps = r["quality"][defense]["psnr"]
+    for r in sorted(results.records, key=lambda r: r.index):
+        label, plain, defended = r.label, r.clean["none"][0], r.clean[defense][0]
+        ps = r.quality[defense].psnr
         t.add_row(
-            r["id"],
+            r.id,
             name(label),
             ("[green]" if plain == label else "[red]") + name(plain),
             ("[green]" if defended == label else "[red]") + name(defended),

@@ -21,7 +21,7 @@ def results_table(results: Any, width: int = 120) -> Table:
     keys = results.columns()
     name_w = max(len(d) for d in results.defenses) + 3
     with_ci = name_w + 17 * len(keys) <= width
-    title = f"accuracy (%), {results.setting}, n={len(results.records)}"
+    title = f"accuracy (%), n={len(results.records)}"
     budgets = {r["eps"] for r in results.summary if r["eps"] is not None}
     headers = [column_title(results, k).replace("worst case", "worst") for k in keys]
     if len(budgets) == 1:  # one budget: say it once in the title, keep the headers short
@@ -87,7 +87,8 @@ def evaluate(
         ),
     ] = None,
     attack: Annotated[
-        str | None, typer.Option(help="Comma-separated attacks (fgsm,ifgsm,mifgsm,pgd,deepfool,cw).")
+        str | None,
+        typer.Option(help="Comma-separated attacks (see srdefense list attacks), e.g. fgsm,pgd,autoattack."),
     ] = None,
     eps: Annotated[
         str | None, typer.Option(help="Comma-separated Linf budgets, e.g. 2/255,4/255,8/255 or 0.01.")
@@ -95,7 +96,32 @@ def evaluate(
     config: Annotated[
         Path | None, typer.Option(help="YAML file with any of these options (command-line flags win).")
     ] = None,
-    setting: Annotated[str | None, typer.Option(help="Threat model: gray-box (others: not yet).")] = None,
+    setting: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated threat models: gray-box (attacks see the classifier alone), white-box "
+            "(gradients through the whole defense, BPDA where a stage has none, EOT if random), bpda "
+            "(identity backward through the purifier)."
+        ),
+    ] = None,
+    adaptive_attack: Annotated[
+        str | None,
+        typer.Option(
+            "--adaptive-attack", help="Attacks of the adaptive settings (default: the same as --attack)."
+        ),
+    ] = None,
+    eot_samples: Annotated[
+        int | None,
+        typer.Option("--eot-samples", help="EOT draws per gradient for randomised defenses (default 20)."),
+    ] = None,
+    eval_draws: Annotated[
+        int | None,
+        typer.Option("--eval-draws", help="Draws when scoring a randomised defense (default 10)."),
+    ] = None,
+    card: Annotated[
+        bool | None,
+        typer.Option("--card/--no-card", help="Run the gradient-masking report card (default: on)."),
+    ] = None,
     resolution: Annotated[
         str | None, typer.Option(help="purified: classify the 2x image (paper); native: resize back.")
     ] = None,
@@ -116,7 +142,7 @@ def evaluate(
         bool | None, typer.Option("--quiet/--no-quiet", "-q", help="Show only the table.")
     ] = None,
 ) -> None:
-    """Evaluate defenses against attacks (gray-box: attacks see the classifier only).
+    """Evaluate defenses against attacks, gray-box and adaptive (white-box, BPDA, EOT).
 
     Writes results.json, samples.jsonl, report.md and report.html into --out. Adversarial
     examples are cached, so adding a defense never recomputes an attack; --resume continues
@@ -132,7 +158,11 @@ def evaluate(
         "defenses": defense,
         "attacks": attack,
         "eps": eps,
-        "setting": setting,
+        "settings": setting,
+        "adaptive_attacks": adaptive_attack,
+        "eot_samples": eot_samples,
+        "eval_draws": eval_draws,
+        "card": card,
         "resolution": resolution,
         "batch_size": batch_size,
         "image_size": image_size,
@@ -192,7 +222,7 @@ def run_and_show(cfg: Any) -> Any:
 
         try:
             results = run_config(cfg, progress=on_progress)
-        except (ConfigError, NotImplementedError) as exc:
+        except ConfigError as exc:
             fail(str(exc))
         except KeyError as exc:
             fail(str(exc.args[0]) if exc.args else str(exc))
@@ -204,9 +234,19 @@ def run_and_show(cfg: Any) -> Any:
             fail(f"interrupted: the finished batches are recorded{hint}", code=130)
 
     console.print(results_table(results, console.width))
+    flagged = [c for c in results.checks if c["flag"]]
+    if flagged:
+        err_console.print(
+            f"[red]report card:[/] {len(flagged)} flag(s) on "
+            + ", ".join(sorted({c["defense"] for c in flagged}))
+            + " (the attack may be too weak there; see report.md)",
+            highlight=False,
+        )
     if not cfg.quiet:
         for w in results.warnings:
             err_console.print(f"[yellow]warning ({w['check']}):[/] {w['message']}", highlight=False)
+        for c in flagged:
+            err_console.print(f"[red]flag ({c['defense']}, {c['check']}):[/] {c['message']}", highlight=False)
         if cfg.out:
             console.print(f"wrote results.json, samples.jsonl, report.md, report.html to {cfg.out}")
     return results

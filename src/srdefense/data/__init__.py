@@ -18,7 +18,17 @@ from .datasets import (
     iter_samples,
     load_dataset,
 )
-from .io import DEFAULT_MAX_PIXELS, ImageReadError, read_image, to_uint8, write_png
+from .io import (
+    DEFAULT_MAX_PIXELS,
+    ImageReadError,
+    ImageTooLargeError,
+    NotAnImageError,
+    decode_image,
+    encode_png,
+    read_image,
+    to_uint8,
+    write_png,
+)
 from .samples import SamplesNotFoundError, embedded_samples, samples_dir
 from .transforms import Preprocess, center_crop, preprocess, resize_center_crop, resize_shorter
 
@@ -32,13 +42,17 @@ __all__ = [
     "ImageDataset",
     "ImageNetFolder",
     "ImageReadError",
+    "ImageTooLargeError",
+    "NotAnImageError",
     "Preprocess",
     "Sample",
     "SampleError",
     "SamplesNotFoundError",
     "center_crop",
     "collate",
+    "decode_image",
     "embedded_samples",
+    "encode_png",
     "iter_batches",
     "iter_samples",
     "load_dataset",

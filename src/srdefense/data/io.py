@@ -21,6 +21,7 @@ header, before anything is decoded, against decompression bombs).
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import tempfile
 import warnings
@@ -46,6 +47,14 @@ class ImageReadError(ValueError):
         super().__init__(f"cannot read image {path}: {reason}")
         self.path = Path(path)
         self.reason = reason
+
+
+class NotAnImageError(ImageReadError):
+    """An :class:`ImageReadError` for data that is not an image format Pillow identifies."""
+
+
+class ImageTooLargeError(ImageReadError):
+    """An :class:`ImageReadError` for an image with more pixels than the reader's limit."""
 
 
 def _to_rgb_array(im: Image.Image) -> np.ndarray:
@@ -96,22 +105,50 @@ def read_image(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS)
         raise ImageReadError(path, "not a regular file")
     if path.stat().st_size == 0:
         raise ImageReadError(path, "the file is empty")
+    return _decode(path, path, max_pixels)
+
+
+def decode_image(
+    data: bytes, *, name: str = "<upload>", max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> Tensor:
+    """Decode an image held in memory, with the rules and errors of :func:`read_image`.
+
+    Nothing is written to disk; the service uses it for uploads.
+
+    Args:
+        data: the encoded file (any format Pillow reads).
+        name: what error messages call it (a file name or ``<upload>``).
+        max_pixels: refuse images with more than this many pixels, checked before decoding.
+
+    Returns:
+        A float32 RGB tensor (3, H, W) in [0, 1].
+
+    Raises:
+        ImageReadError: naming ``name``: empty, not an image (:class:`NotAnImageError`),
+            truncated or corrupt, or too large (:class:`ImageTooLargeError`).
+    """
+    if not data:
+        raise ImageReadError(name, "the file is empty")
+    return _decode(io.BytesIO(data), name, max_pixels)
+
+
+def _decode(source: Path | io.BytesIO, path: str | Path, max_pixels: int | None) -> Tensor:
     try:
         with warnings.catch_warnings():
             # the explicit max_pixels check below replaces Pillow's warning
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             try:
-                im = Image.open(path)
+                im = Image.open(source)
             except UnidentifiedImageError:
-                raise ImageReadError(path, "not an image file Pillow can identify") from None
+                raise NotAnImageError(path, "not an image file Pillow can identify") from None
             except Image.DecompressionBombError as exc:
-                raise ImageReadError(
+                raise ImageTooLargeError(
                     path, f"too many pixels, above Pillow's hard limit of 2 x Image.MAX_IMAGE_PIXELS ({exc})"
                 ) from None
             with im:
                 w, h = im.size
                 if max_pixels is not None and w * h > max_pixels:
-                    raise ImageReadError(
+                    raise ImageTooLargeError(
                         path,
                         f"{w}x{h} = {w * h} pixels exceeds max_pixels={max_pixels} "
                         "(a guard against decompression bombs; pass a larger max_pixels to allow it)",
@@ -146,6 +183,25 @@ def to_uint8(image: Tensor) -> Tensor:
         raise ValueError("image: contains NaN")
     # one float temporary, scaled and rounded in place (a 12-megapixel photo's 2x output is 576 MB)
     return image.detach().clamp(0.0, 1.0).mul_(255.0).round_().to(torch.uint8)
+
+
+def encode_png(image: Tensor) -> bytes:
+    """Encode a float image (3, H, W) or (1, H, W) in [0, 1] as 8-bit PNG bytes, in memory.
+
+    Values are rounded as in :func:`write_png`.
+
+    Raises:
+        TypeError: if ``image`` is not a floating-point tensor.
+        ValueError: if its shape is not (3, H, W) or (1, H, W), or it contains NaN.
+    """
+    if not isinstance(image, Tensor):
+        raise TypeError(f"image: expected a torch.Tensor, got {type(image).__name__}")
+    if image.ndim != 3 or image.shape[0] not in (1, 3):
+        raise ValueError(f"image: expected shape (3, H, W) or (1, H, W), got {tuple(image.shape)}")
+    arr = to_uint8(image).cpu().permute(1, 2, 0).numpy()
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def _default_file_mode() -> int:

@@ -7,6 +7,7 @@ Example:
     >>> results.accuracy("paper", "fgsm", 4 / 255)  # doctest: +SKIP
 """
 
+from .cache import AdversarialCache
 from .checks import check_classifier
 from .config import (
     DEMO_ATTACKS,
@@ -24,10 +25,13 @@ from .config import (
 )
 from .io import atomic_write_json, atomic_write_text
 from .metrics import psnr, ssim
+from .plan import AttackRun, Plan, build_attack_runs, build_defenses, build_plan
+from .records import DuplicateSampleError, SampleRecord
 from .results import Results, summarize
-from .runner import AdversarialCache, AttackRun, ProgressEvent, build_attack_runs, build_defenses, evaluate
+from .runner import EmptyEvaluationError, ProgressEvent, evaluate, run_plan
 from .session import run_config
 from .stats import wilson_interval
+from .threats import create_threat_model, list_threat_models
 
 __all__ = [
     "DEMO_ATTACKS",
@@ -36,6 +40,10 @@ __all__ = [
     "AdversarialCache",
     "AttackRun",
     "ConfigError",
+    "DuplicateSampleError",
+    "EmptyEvaluationError",
+    "Plan",
+    "SampleRecord",
     "EvalConfig",
     "ProgressEvent",
     "Results",
@@ -43,6 +51,10 @@ __all__ = [
     "atomic_write_text",
     "build_attack_runs",
     "build_config",
+    "build_plan",
+    "create_threat_model",
+    "list_threat_models",
+    "run_plan",
     "build_defenses",
     "check_classifier",
     "demo_config",

@@ -44,7 +44,9 @@ ABLATIONS: dict[str, str] = {
 
 
 def _attack_keys(results: Results) -> list[str]:
-    return [k for k in results.columns() if k != "clean" and not k.startswith("worst")]
+    from .report import attack_columns
+
+    return attack_columns(results)
 
 
 def _table(results: Results, defenses: list[str], notes: dict[str, str] | None, caption: str) -> Table:
@@ -78,7 +80,7 @@ def section_paper_comparison(results: Results) -> Section | None:
         text=[
             "Accuracy (%) as in the paper's tables: rows are defenses, in the paper's order (no defense, "
             "the input transformations it was compared with, then super-resolution); columns are the "
-            f"clean images and each attack. Setting: {results.config['setting']}. Intervals are in the "
+            f"clean images and each attack. Setting: {results.setting}. Intervals are in the "
             "accuracy table above."
         ],
         tables=[_table(results, rows, None, "")],

@@ -6,17 +6,18 @@ both build an :class:`EvalConfig` and call :func:`run_config`.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SETTINGS = ("gray-box", "white-box", "bpda", "eot")
-"""Threat models known to the harness (only ``gray-box`` is implemented so far)."""
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-IMPLEMENTED_SETTINGS = ("gray-box",)
+SETTINGS = ("gray-box", "white-box", "bpda")
+"""Threat models of the harness (the registry :mod:`srdefense.evaluation.threats` holds them)."""
+
+ADAPTIVE_SETTINGS = ("white-box", "bpda")
+"""The settings in which the attacker knows the defense."""
 
 PAPER_ATTACKS = ("fgsm", "ifgsm", "mifgsm", "deepfool", "cw")
 """The attacks of Mustafa et al. (TIP 2020)."""
@@ -24,6 +25,14 @@ PAPER_ATTACKS = ("fgsm", "ifgsm", "mifgsm", "deepfool", "cw")
 DEMO_ATTACKS = ("fgsm", "ifgsm", "mifgsm", "deepfool", "cw:steps=100:binary_search_steps=5")
 """The paper's attacks as ``srdefense demo`` runs them on a CPU: C&W with 5 x 100 steps instead
 of the default 9 x 10000 (the reduction is recorded in results.json)."""
+
+
+DEMO_ADAPTIVE_ATTACKS = ("pgd:steps=5",)
+"""The adaptive column of ``srdefense demo``: white-box PGD-5 (step 2.5 eps / 5) through every defense."""
+DEMO_EOT_SAMPLES = 5
+"""EOT draws per gradient for the demo's randomised defenses (the library default is 20)."""
+DEMO_EVAL_DRAWS = 5
+"""Scoring draws for the demo's randomised defenses (the library default is 10)."""
 
 
 class ConfigError(ValueError):
@@ -91,9 +100,15 @@ def split_names(value: str | Iterable[str] | None) -> list[str]:
     return out
 
 
-@dataclass
-class EvalConfig:
+_LIST_FIELDS = ("defenses", "attacks", "settings", "adaptive_attacks")
+
+
+class EvalConfig(BaseModel):
     """Everything that defines an evaluation run (the CLI flags, the YAML keys).
+
+    Values are checked strictly (pydantic): a wrong type is refused with a message naming the
+    key and the expected type instead of being coerced (``n: 2.9`` is not 2, ``resume: "ture"``
+    is not False, a list is not a data path).
 
     Attributes:
         data: ``"samples"`` (the embedded photos), a folder, or a CSV file of ``path,label``.
@@ -106,7 +121,15 @@ class EvalConfig:
         attacks: attack names (``"pgd"``; parameters as ``"pgd:steps=20"``).
         eps: perturbation budgets in [0, 1] units (one attack configuration per budget;
             minimal-norm attacks such as DeepFool and C&W run once, eps ``None``).
-        setting: threat model; only ``"gray-box"`` is implemented.
+        settings: threat models (``gray-box``, ``white-box``, ``bpda``; YAML key ``setting``
+            or ``settings``).
+        adaptive_attacks: attacks run in the adaptive settings (``None``: the same as
+            ``attacks``), e.g. the paper's attacks gray-box and PGD white-box.
+        eot_samples: forward passes averaged per gradient for randomised defenses in the
+            adaptive settings (``None``: 20); deterministic defenses always use 1.
+        eval_draws: independent draws of a randomised defense when scoring (``None``: 10);
+            deterministic defenses are scored once.
+        card: run the gradient-masking report card (its extra attacks run on the first batch).
         resolution: ``"purified"`` classifies the purifier's output as is (the 2x image, as
             the paper does); ``"native"`` resizes it back to the input size first.
         batch_size: images per batch.
@@ -120,14 +143,20 @@ class EvalConfig:
         quiet: terminal output only (not used by the library).
     """
 
+    model_config = ConfigDict(strict=True, extra="forbid", validate_assignment=False)
+
     data: str = "samples"
     n: int | None = None
     classifier: str = "efficientnet_lite0"
     classifier_weights: str | None = None
-    defenses: list[str] = field(default_factory=lambda: ["none", "paper"])
-    attacks: list[str] = field(default_factory=lambda: list(PAPER_ATTACKS))
-    eps: list[float] = field(default_factory=lambda: [4 / 255])
-    setting: str = "gray-box"
+    defenses: list[str] = Field(default_factory=lambda: ["none", "paper"])
+    attacks: list[str] = Field(default_factory=lambda: list(PAPER_ATTACKS))
+    eps: list[float] = Field(default_factory=lambda: [4 / 255])
+    settings: list[str] = Field(default_factory=lambda: ["gray-box"])
+    adaptive_attacks: list[str] | None = None
+    eot_samples: int | None = None
+    eval_draws: int | None = None
+    card: bool = True
     resolution: str = "purified"
     batch_size: int = 16
     device: str = "cpu"
@@ -139,20 +168,50 @@ class EvalConfig:
     image_size: int | None = None
     quiet: bool = False
 
-    def validate(self) -> EvalConfig:
-        """Check values that need no registry (types, ranges, settings); returns ``self``.
+    @field_validator(*_LIST_FIELDS, mode="before")
+    @classmethod
+    def _names(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return split_names(value)
+        if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+            return split_names(value)
+        return value
+
+    @field_validator("eps", mode="before")
+    @classmethod
+    def _eps(cls, value: Any) -> Any:
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            return parse_eps_list(value)
+        if isinstance(value, list | tuple) and all(
+            isinstance(v, str | int | float) and not isinstance(v, bool) for v in value
+        ):
+            return parse_eps_list(value)
+        return value
+
+    @property
+    def setting(self) -> str:
+        """The first threat model (kept for callers of the one-setting harness)."""
+        return self.settings[0]
+
+    def validate(self) -> EvalConfig:  # type: ignore[override]
+        """Check values that need no registry (ranges, settings); returns ``self``.
 
         Raises:
             ConfigError: with a message naming the bad field.
         """
-        if self.setting not in SETTINGS:
-            raise ConfigError(f"setting: expected one of {', '.join(SETTINGS)}, got {self.setting!r}")
+        for s in self.settings:
+            if s not in SETTINGS:
+                raise ConfigError(f"setting: unknown threat model {s!r}; known: {', '.join(SETTINGS)}")
+        if not self.settings:
+            raise ConfigError("setting: expected at least one threat model")
         if self.resolution not in ("purified", "native"):
             raise ConfigError(f"resolution: expected 'purified' or 'native', got {self.resolution!r}")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size: expected >= 1, got {self.batch_size}")
-        if self.n is not None and self.n < 1:
-            raise ConfigError(f"n: expected >= 1, got {self.n}")
+        for key in ("batch_size", "n", "image_size", "eot_samples", "eval_draws"):
+            v = getattr(self, key)
+            if v is not None and v < 1:
+                raise ConfigError(f"{key}: expected an integer >= 1, got {v}")
+        if self.n_examples < 0:
+            raise ConfigError(f"n_examples: expected an integer >= 0, got {self.n_examples}")
         if not self.defenses:
             raise ConfigError("defenses: expected at least one defense")
         if not self.attacks:
@@ -163,18 +222,24 @@ class EvalConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (the keys of the YAML file)."""
-        return dataclasses.asdict(self)
+        return self.model_dump()
 
 
-_FIELDS = {f.name for f in dataclasses.fields(EvalConfig)}
+_FIELDS = set(EvalConfig.model_fields)
 _ALIASES = {
     "defense": "defenses",
     "attack": "attacks",
+    "setting": "settings",
     "batch-size": "batch_size",
     "cache-dir": "cache_dir",
     "classifier-weights": "classifier_weights",
     "n-examples": "n_examples",
     "image-size": "image_size",
+    "eot-samples": "eot_samples",
+    "eval-draws": "eval_draws",
+    "adaptive-attack": "adaptive_attacks",
+    "adaptive-attacks": "adaptive_attacks",
+    "adaptive_attack": "adaptive_attacks",
 }
 
 
@@ -197,36 +262,42 @@ def normalize_config_keys(values: Mapping[str, Any], source: str = "config") -> 
     return out
 
 
-def _coerce(key: str, value: Any) -> Any:
+_EXPECTED = {
+    "int_type": "an integer",
+    "bool_type": "a boolean (true or false)",
+    "string_type": "a string",
+    "list_type": "a list or a comma-separated string",
+    "float_type": "a number",
+}
+
+
+def _config_error(exc: ValidationError, source: str) -> ConfigError:
+    parts = []
+    for e in exc.errors():
+        key = ".".join(str(p) for p in e["loc"] if not isinstance(p, int)) or "config"
+        key = key.split(".")[0]
+        expected = _EXPECTED.get(e["type"].split(".")[-1], None)
+        got = e.get("input")
+        if expected:
+            parts.append(f"{key}: expected {expected}, got {got!r} ({type(got).__name__})")
+        else:
+            msg = str(e["msg"]).removeprefix("Value error, ")
+            parts.append(msg if msg.startswith(f"{key}:") else f"{key}: {msg}, got {got!r}")
+    text = "; ".join(dict.fromkeys(parts))
+    return ConfigError(text if source == "config" else f"{source}: {text}")
+
+
+def make_config(values: Mapping[str, Any], source: str = "config") -> EvalConfig:
+    """Build and validate an :class:`EvalConfig` from field values.
+
+    Raises:
+        ConfigError: a wrong type or value, naming the key and what was expected.
+    """
     try:
-        if key in ("defenses", "attacks"):
-            return split_names(value)
-        if key == "eps":
-            return parse_eps_list(value)
-        if key in ("n", "image_size"):
-            return None if value is None else int(value)
-        if key in ("batch_size", "seed", "n_examples"):
-            return int(value)
-        if key in ("resume", "quiet"):
-            if isinstance(value, str):
-                return value.strip().lower() in ("1", "true", "yes", "on")
-            return bool(value)
-        if key in (
-            "data",
-            "classifier",
-            "classifier_weights",
-            "setting",
-            "resolution",
-            "device",
-            "out",
-            "cache_dir",
-        ):
-            return None if value is None else str(value)
-    except (TypeError, ValueError) as exc:
-        if isinstance(exc, ConfigError):
-            raise
-        raise ConfigError(f"{key}: invalid value {value!r} ({exc})") from None
-    return value
+        cfg = EvalConfig.model_validate(dict(values))
+    except ValidationError as exc:
+        raise _config_error(exc, source) from None
+    return cfg.validate()
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -261,7 +332,10 @@ def build_config(*layers: Mapping[str, Any] | None) -> EvalConfig:
     """Merge option layers into an :class:`EvalConfig`; later layers win, ``None`` values skip.
 
     Typical use: ``build_config(load_config_file(path), cli_flags)`` so that command-line
-    flags win over the file, and the file over the defaults.
+    flags win over the file, and the file over the defaults. Types are checked strictly.
+
+    Raises:
+        ConfigError: an unknown key, a wrong type or a bad value.
     """
     merged: dict[str, Any] = {}
     for layer in layers:
@@ -269,8 +343,8 @@ def build_config(*layers: Mapping[str, Any] | None) -> EvalConfig:
             continue
         for k, v in normalize_config_keys(layer).items():
             if v is not None:
-                merged[k] = _coerce(k, v)
-    return EvalConfig(**merged).validate()
+                merged[k] = v
+    return make_config(merged)
 
 
 def resolve_defense_names(specs: Sequence[str]) -> list[str]:
@@ -279,7 +353,9 @@ def resolve_defense_names(specs: Sequence[str]) -> list[str]:
     ``all`` becomes every registered defense that can be built without arguments (in registry
     order; ``quilting`` needs its patch database: add ``quilting:database=DIR``);
     ``ablations`` becomes the ablations of the paper's pipeline
-    (:data:`srdefense.evaluation.comparison.ABLATIONS`); other specs are kept as given.
+    (:data:`srdefense.evaluation.comparison.ABLATIONS`); ``restorers[:...]`` becomes the
+    pipeline with each restoration network (:mod:`srdefense.evaluation.restorers`); other specs
+    are kept as given.
 
     Raises:
         ConfigError: unknown defense name (the message lists the known ones).
@@ -294,6 +370,14 @@ def resolve_defense_names(specs: Sequence[str]) -> list[str]:
     for spec in specs:
         if spec == "ablations":
             out.extend(a for a in ABLATIONS if a not in out)
+            continue
+        if spec.split(":")[0] == "restorers":  # the restoration networks (evaluation/restorers.py)
+            from .restorers import expand_restorers
+
+            try:
+                out.extend(s for s in expand_restorers(spec) if s not in out)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
             continue
         if spec == "all":
             for name in known:
@@ -310,7 +394,7 @@ def resolve_defense_names(specs: Sequence[str]) -> list[str]:
             raise ConfigError(str(exc)) from None
         if name not in known:
             raise ConfigError(
-                f"unknown defense {name!r}; known: {', '.join(known) or '(none)'}, all, ablations"
+                f"unknown defense {name!r}; known: {', '.join(known) or '(none)'}, all, ablations, restorers"
             )
         if spec not in out:
             out.append(spec)
@@ -381,7 +465,10 @@ def demo_config(out: str | None = None, *, device: str = "cpu", n: int | None = 
     The embedded sample photos, EfficientNet-Lite0, the paper's attacks (FGSM, I-FGSM, MI-FGSM,
     DeepFool, C&W) at Linf 4/255 (DeepFool and C&W are minimal-norm: no budget; C&W with
     5 x 100 optimisation steps, :data:`DEMO_ATTACKS`), against every fast registered defense,
-    gray-box, the 2x image classified as the paper does.
+    gray-box, the 2x image classified as the paper does; and the adaptive column: white-box
+    PGD-5 at 4/255 through every defense (BPDA only for the stages without a gradient, EOT over
+    :data:`DEMO_EOT_SAMPLES` draws for the randomised ones, scored in :data:`DEMO_EVAL_DRAWS`
+    draws). The report card is left to ``srdefense evaluate`` (it doubles the adaptive cost).
 
     Args:
         out: output folder (``None``: nothing written).
@@ -396,8 +483,12 @@ def demo_config(out: str | None = None, *, device: str = "cpu", n: int | None = 
         classifier="efficientnet_lite0",
         defenses=fast_defense_names(),
         attacks=attacks,
+        adaptive_attacks=list(DEMO_ADAPTIVE_ATTACKS),
         eps=[4 / 255],
-        setting="gray-box",
+        settings=["gray-box", "white-box"],
+        eot_samples=DEMO_EOT_SAMPLES,
+        eval_draws=DEMO_EVAL_DRAWS,
+        card=False,
         device=device,
         out=out,
         batch_size=10,

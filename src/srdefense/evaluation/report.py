@@ -29,7 +29,7 @@ from typing import Any
 from .config import format_eps
 from .io import atomic_write_bytes, atomic_write_text
 from .metrics import PSNR_MAX_DB
-from .results import CLEAN, WORST, Results
+from .results import ADAPTIVE, CLEAN, ROBUST, WORST, Results
 
 
 # ---------------------------------------------------------------------------- building blocks
@@ -57,7 +57,7 @@ class Table:
         """GitHub-flavoured Markdown."""
 
         def esc(s: str) -> str:
-            return s.replace("|", "\\|").replace("\n", " ")
+            return md_escape(s).replace("|", "\\|").replace("\n", " ")
 
         lines = []
         if self.caption:
@@ -90,6 +90,11 @@ class Table:
             parts.append("<tr>" + "".join(cells) + "</tr>")
         parts.append("</tbody></table>")
         return "".join(parts)
+
+
+def md_escape(text: str) -> str:
+    """Text for Markdown: HTML markup is escaped (a hostile file name renders as text, never as HTML)."""
+    return html.escape(str(text), quote=False)
 
 
 def _shade_color(v: float) -> str:
@@ -158,16 +163,52 @@ def _cell(row: dict[str, Any], ci: bool = True) -> str:
     return f"{_pct(row['accuracy'])} [{_pct(lo)}, {_pct(hi)}]"
 
 
+SETTING_TITLES = {"gray-box": "gray-box", "white-box": "white-box", "bpda": "BPDA", ADAPTIVE: "adaptive"}
+SETTING_MEANINGS = {
+    "gray-box": "attacks are crafted on the classifier alone, then the defense is applied "
+    "(the paper's setting)",
+    "white-box": "attacks differentiate the whole defended model: true gradients where a stage has one, its "
+    "declared BPDA stand-in where it has none, and EOT over a randomised defense",
+    "bpda": "attacks see the defense's exact forward pass but an identity backward pass through every "
+    "purification stage (Athalye et al.'s BPDA), with EOT over a randomised defense",
+}
+
+
 def column_title(results: Results, key: str) -> str:
-    """Display title of a summary column (``clean``, ``fgsm 4/255``, ``worst case 4/255``)."""
+    """Display title of a summary column (``clean``, ``fgsm 4/255``, ``white-box worst case 4/255``).
+
+    The setting is named only when the run had more than one.
+    """
     if key == "clean":
         return "clean"
+    several = len(results.settings) > 1
     for r in results.summary:
-        if r["key"] == key:
+        if r["column"] == key or (r["key"] == key and r["setting"] != "clean"):
+            prefix = f"{SETTING_TITLES.get(r['setting'], r['setting'])} " if several else ""
+            if r["attack"] == ROBUST:
+                return "robust" if r["eps"] is None else f"robust {format_eps(r['eps'])}"
             if r["attack"] == WORST:
-                return "worst case" if r["eps"] is None else f"worst case {format_eps(r['eps'])}"
-            return key.replace("@", " ")
+                return prefix + ("worst case" if r["eps"] is None else f"worst case {format_eps(r['eps'])}")
+            return prefix + r["key"].replace("@", " ")
     return key
+
+
+def attack_columns(results: Results) -> list[str]:
+    """Columns of single attack configurations (no clean, worst-case or robust column)."""
+    out = []
+    for r in results.summary:
+        if r["attack"] not in (CLEAN, WORST, ROBUST) and r["column"] not in out:
+            out.append(r["column"])
+    return out
+
+
+def aggregate_columns(results: Results) -> list[str]:
+    """Worst-case columns of every setting, then the robust-accuracy columns."""
+    out = []
+    for r in results.summary:
+        if r["attack"] in (WORST, ROBUST) and r["column"] not in out:
+            out.append(r["column"])
+    return out
 
 
 # ---------------------------------------------------------------------------- tables
@@ -209,10 +250,9 @@ def section_overview(results: Results) -> Section:
     attacks = ", ".join(a["key"] for a in c["attacks"])
     n = len(results.records)
     text = [
-        f"Setting: {c['setting']} (adversarial examples are crafted on the classifier alone, then every "
-        "defense is applied to the clean and adversarial images)."
-        if c["setting"] == "gray-box"
-        else f"Setting: {c['setting']}.",
+        f"Setting {SETTING_TITLES.get(st, st)}: {SETTING_MEANINGS.get(st, st)}." for st in results.settings
+    ]
+    text += [
         f"Classifier: {clf['name']}. Samples: {n}. Seed: {c['seed']}. Resolution policy: "
         + (
             "the purifier's output is classified as is (the 2x image for super-resolution, as in the paper)."
@@ -224,6 +264,14 @@ def section_overview(results: Results) -> Section:
         "only if it is classified correctly clean and under every attack of the group (per-sample flags, "
         "as in AutoAttack).",
     ]
+    randomized = [d["name"] for d in c["defenses"] if d.get("randomized")]
+    if randomized:
+        d0 = next(d for d in c["defenses"] if d.get("randomized"))
+        text.append(
+            f"Randomised defenses ({', '.join(randomized)}): attacked with EOT over {d0.get('eot_samples')} "
+            f"draws per gradient in the adaptive settings, and scored in {d0.get('eval_draws')} independent "
+            "draws; a sample counts as correct only if it is correct in every draw."
+        )
     if results.warnings:
         text.append(f"{len(results.warnings)} sanity-check warning(s): see the Warnings section.")
     return Section("Overview", text=text)
@@ -260,19 +308,96 @@ def section_clean(results: Results) -> Section:
 
 
 def section_worst_case(results: Results) -> Section | None:
-    """Worst case over attacks per defense."""
-    keys = [k for k in results.columns() if k.startswith(WORST)]
+    """Worst case over attacks per defense and setting, and robust accuracy over every setting."""
+    keys = aggregate_columns(results)
     if not keys:
         return None
     return Section(
         "Worst case over attacks",
         text=[
             "A sample is robust only if it is classified correctly clean and under every attack of the "
-            "group. 'worst case 4/255' groups the attacks with that budget; 'worst case' groups all of "
-            "them, minimal-norm attacks (DeepFool, C&W: no budget) included."
+            "group. 'worst case 4/255' groups the attacks of one setting with that budget; 'worst case' "
+            "groups all of them, minimal-norm attacks (DeepFool, C&W: no budget) included. 'robust' "
+            "counts a sample only if it survives every attack in every setting that was run "
+            "(AutoAttack's rule).",
+            "A randomised defense is scored in several independent draws; a sample counts as correct only "
+            "if it is correct in all of them (the mean over draws is in results.json, accuracy_mean).",
         ],
         tables=[accuracy_table(results, keys=keys)],
     )
+
+
+def _worst_column(results: Results, setting: str, eps: float | None) -> str | None:
+    for r in results.summary:
+        if r["setting"] == setting and r["attack"] == WORST and _eq(r["eps"], eps):
+            return str(r["column"])
+    return None
+
+
+def _eq(a: float | None, b: float | None) -> bool:
+    return (a is None and b is None) or (a is not None and b is not None and abs(a - b) < 1e-12)
+
+
+def section_honest(results: Results) -> Section | None:
+    """The paper's layout with the honest columns beside it: gray-box, white-box, BPDA, robust."""
+    budgets = sorted({r["eps"] for r in results.summary if r["attack"] == ROBUST and r["eps"] is not None})
+    groups: list[float | None] = list(budgets) or [None]
+    tables = []
+    for eps in groups:
+        cols: list[tuple[str, str | None]] = [("clean", "clean")]
+        for s in ("gray-box", "white-box", "bpda"):
+            title = f"{SETTING_TITLES[s]} worst case"
+            cols.append((title, _worst_column(results, s, eps) if s in results.settings else None))
+        robust = next(
+            (r["column"] for r in results.summary if r["attack"] == ROBUST and _eq(r["eps"], eps)), None
+        )
+        cols.append(("robust accuracy", robust))
+        rows, shade = [], []
+        for d in results.defenses:
+            cells, tints = [d], [None]
+            for _, col in cols:
+                if col is None:
+                    cells.append("not run")
+                    tints.append(None)
+                else:
+                    r = results.row(d, col)
+                    cells.append(_cell(r, ci=False))
+                    tints.append(r["accuracy"])
+            rows.append(cells)
+            shade.append(tints)
+        cap = "all attacks" if eps is None else f"eps {format_eps(eps)}"
+        tables.append(Table(["defense"] + [c for c, _ in cols], rows, cap, shade))  # type: ignore[arg-type]
+    text = [
+        "Rows are defenses, as in the paper's tables; the columns add what an attacker who knows the "
+        "defense achieves. Accuracy (%) of the worst case over the attacks of each setting, and robust "
+        "accuracy: correct clean and under every attack of every setting that was run.",
+    ]
+    text += [
+        f"{SETTING_TITLES[s]}: {SETTING_MEANINGS[s]}." for s in results.settings if s in SETTING_MEANINGS
+    ]
+    return Section("Gray-box against adaptive attacks", text=text, tables=tables)
+
+
+def section_card(results: Results) -> Section | None:
+    """The gradient-masking report card."""
+    if not results.checks:
+        return None
+    rows = []
+    shade = []
+    for c in results.checks:
+        rows.append([c["defense"], c["check"], c["status"], c["message"], c.get("advice", "")])
+        tint = {"flag": 0.0, "ok": 1.0}.get(c["status"])
+        shade.append([None, None, tint, None, None])
+    flagged = sorted({c["defense"] for c in results.checks if c["flag"]})
+    text = [
+        "Signs that an attack may have been too weak (after Athalye et al. 2018, Carlini et al. 2019 and "
+        "AutoAttack's checks): a flag means the number above it may overstate robustness.",
+        ("Flagged: " + ", ".join(flagged) + ".") if flagged else "No check raised a flag.",
+    ]
+    table = Table(
+        ["defense", "check", "status", "finding", "what to try next"], rows, shade=shade, text_columns=(3, 4)
+    )  # type: ignore[arg-type]
+    return Section("Report card: gradient masking", text=text, tables=[table])
 
 
 def section_accuracy_vs_eps(results: Results) -> Section | None:
@@ -310,9 +435,12 @@ def section_perturbation(results: Results) -> Section:
     """Perturbation sizes and the undefended classifier's accuracy per attack."""
     rows = []
     for p in results.perturbation:
+        label = p["key"] if len(results.settings) == 1 else f"{p.get('setting', '')} {p['key']}"
+        if p.get("defense"):
+            label += f" ({p['defense']})"
         rows.append(
             [
-                p["key"],
+                label,
                 format_eps(p["eps"]),
                 "-" if p["linf_mean"] is None else f"{255 * p['linf_mean']:.2f}",
                 "-" if p["linf_max"] is None else f"{255 * p['linf_max']:.2f}",
@@ -322,7 +450,10 @@ def section_perturbation(results: Results) -> Section:
         )
     return Section(
         "Perturbations",
-        text=["Linf in 1/255 units, L2 in [0, 1] pixel units; accuracy of the undefended classifier."],
+        text=[
+            "Linf in 1/255 units, L2 in [0, 1] pixel units; accuracy of the undefended classifier on the "
+            "adversarial images (in the adaptive settings, one row per defense the examples were made for)."
+        ],
         tables=[
             Table(
                 ["attack", "eps", "mean Linf (x255)", "max Linf (x255)", "median L2", "undefended acc. (%)"],
@@ -362,7 +493,15 @@ def section_config(results: Results) -> Section:
     v = c.get("versions", {})
     rows = [[k, str(val)] for k, val in v.items()]
     rows += [["run id", str(c.get("run_id"))], ["device", str(c.get("device"))]]
+    clf = c["classifier"]
+    rows += [["classifier parameters sha256", str(clf.get("params_sha256"))]]
+    if clf.get("weights_sha256"):
+        rows += [["classifier weights sha256", str(clf["weights_sha256"])]]
     rows += [[f"defense {d['name']}", d["repr"]] for d in c["defenses"]]
+    for d in c["defenses"]:
+        fp = d.get("fingerprint") or {}
+        for h in fp.get("weights_sha256", []):
+            rows.append([f"defense {d['name']} weights sha256", h])
     rows += [[f"attack {a['key']}", json.dumps(a["config"], sort_keys=True)] for a in c["attacks"]]
     return Section(
         "Configuration",
@@ -387,11 +526,21 @@ def section_ablation(results: Results) -> Section | None:
     return _comparison_sections()[1](results)
 
 
+def section_restorers(results: Results) -> Section | None:
+    """See :func:`srdefense.evaluation.restorers.section_restorers`."""
+    from .restorers import section_restorers as restorers
+
+    return restorers(results)
+
+
 DEFAULT_SECTIONS: tuple[SectionFn, ...] = (
     section_overview,
     section_accuracy,
+    section_honest,
+    section_card,
     section_paper_comparison,
     section_ablation,
+    section_restorers,
     section_clean,
     section_worst_case,
     section_accuracy_vs_eps,
@@ -455,9 +604,12 @@ def plot_heatmap(results: Results) -> bytes | None:
 def plot_accuracy_vs_eps(results: Results) -> bytes | None:
     """Accuracy (%) against eps (x 255), one panel per bounded attack, one line per defense."""
     by_name: dict[str, list[dict[str, Any]]] = {}
-    for a in results.attacks:
-        if a["eps"] is not None:
-            by_name.setdefault(a["name"], []).append(a)
+    several = len(results.settings) > 1
+    for r in results.summary:
+        if r["attack"] in (CLEAN, WORST, ROBUST) or r["eps"] is None or r["defense"] != results.defenses[0]:
+            continue
+        panel = f"{r['setting']} {r['attack']}" if several else r["attack"]
+        by_name.setdefault(panel, []).append({"eps": r["eps"], "key": r["column"]})
     if not by_name:
         return None
     names = list(by_name)
@@ -533,17 +685,18 @@ def build_sections(
 
 def render_markdown(results: Results, sections: Sequence[Section], figure_dir: str = "figures") -> str:
     """The Markdown report; figures are linked as ``figure_dir/<name>.png``."""
-    lines = [f"# srdefense evaluation: {results.config['classifier']['name']}, {results.setting}", ""]
+    title = md_escape(f"srdefense evaluation: {results.config['classifier']['name']}, {results.setting}")
+    lines = [f"# {title}", ""]
     for s in sections:
-        lines += [f"## {s.title}", ""]
+        lines += [f"## {md_escape(s.title)}", ""]
         for t in s.text:
-            lines += [t, ""]
+            lines += [md_escape(t), ""]
         for tab in s.tables:
             lines += [tab.markdown(), ""]
         for f in s.figures:
-            lines += [f"![{f.alt or f.caption}]({figure_dir}/{f.name}.png)", ""]
+            lines += [f"![{md_escape(f.alt or f.caption)}]({figure_dir}/{f.name}.png)", ""]
             if f.caption:
-                lines += [f"*{f.caption}*", ""]
+                lines += [f"*{md_escape(f.caption)}*", ""]
     return "\n".join(lines).rstrip() + "\n"
 
 

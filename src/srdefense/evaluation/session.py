@@ -32,6 +32,8 @@ def validate_names(cfg: EvalConfig) -> EvalConfig:
     if not defenses:
         raise ConfigError("defenses: no defense left after expanding 'all'")
     check_attack_names(cfg.attacks)
+    if cfg.adaptive_attacks is not None:
+        check_attack_names(cfg.adaptive_attacks)
     return EvalConfig(**{**cfg.to_dict(), "defenses": defenses})
 
 
@@ -50,7 +52,6 @@ def run_config(cfg: EvalConfig, progress: ProgressCallback | None = None, *, rep
 
     Raises:
         ConfigError: unknown names or bad values.
-        NotImplementedError: for settings other than gray-box.
     """
     from ..data import load_dataset
     from ..models import create_classifier
@@ -75,7 +76,11 @@ def run_config(cfg: EvalConfig, progress: ProgressCallback | None = None, *, rep
         cfg.attacks,
         data,
         eps=cfg.eps,
-        setting=cfg.setting,
+        setting=cfg.settings,
+        adaptive_attacks=cfg.adaptive_attacks,
+        eot_samples=cfg.eot_samples,
+        eval_draws=cfg.eval_draws,
+        card=cfg.card,
         resolution=cfg.resolution,
         batch_size=cfg.batch_size,
         device=device,

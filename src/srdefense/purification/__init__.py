@@ -4,6 +4,7 @@ from .base import BPDA, Identity, Lambda, NoGradientError, Purifier
 from .color import rgb_to_ycbcr, ycbcr_to_rgb
 from .compose import Compose, Defended, ResizeBack
 from .jpeg import JPEG, jpeg_compress
+from .learned_denoise import DenoiserInfo, LearnedDenoise, create_denoiser, list_denoisers
 from .pipeline import UInt8Quantize, paper_defense
 from .precision import PrecisionFidelity, precision_fidelity, resolve_precision, set_precision
 from .quantize import (
@@ -35,10 +36,12 @@ __all__ = [
     "Compose",
     "Defended",
     "DefenseInfo",
+    "DenoiserInfo",
     "FeatureSqueezing",
     "Identity",
     "ImageQuilting",
     "Lambda",
+    "LearnedDenoise",
     "MedianSmoothing",
     "NoGradientError",
     "PixelDeflection",
@@ -54,6 +57,7 @@ __all__ = [
     "bit_depth_reduction",
     "build_patch_database",
     "create_defense",
+    "create_denoiser",
     "create_sr_model",
     "denoise_wavelet",
     "dwt2",
@@ -61,6 +65,7 @@ __all__ = [
     "idwt2",
     "jpeg_compress",
     "list_defenses",
+    "list_denoisers",
     "list_sr_models",
     "median_filter",
     "paper_defense",

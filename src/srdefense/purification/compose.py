@@ -124,12 +124,17 @@ class Defended(nn.Module):
         self.classifier = classifier
         self.resolution = resolution
 
-    def forward(self, images: Tensor) -> Tensor:
-        """Purify then classify; returns logits (N, num_classes)."""
+    def purify_and_classify(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """``(logits, purified)``: the logits of :meth:`forward` and the purified images they came from."""
         check_image_batch(images, "images")
-        x = self.purifier(images)
+        purified = self.purifier(images)
+        x = purified
         if self.resolution == "native" and x.shape[-2:] != images.shape[-2:]:
             x = nn.functional.interpolate(x, size=images.shape[-2:], mode="bilinear", antialias=True).clamp(
                 0, 1
             )
-        return self.classifier(x)
+        return self.classifier(x), purified
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Purify then classify; returns logits (N, num_classes)."""
+        return self.purify_and_classify(images)[0]

@@ -16,6 +16,7 @@ from torch import Tensor
 from .base import Identity, Purifier
 from .compose import Compose, ResizeBack
 from .jpeg import JPEG
+from .learned_denoise import denoising_stages
 from .registry import register_defense
 from .superres import SuperResolve
 from .wavelet import WaveletDenoise
@@ -86,6 +87,8 @@ def paper_defense(
     resolution: Resolution = "2x",
     tile_size: int | None = None,
     precision: str = "fp32",
+    denoiser: str = "wavelet",
+    denoiser_weights: str | Path | None = None,
 ) -> Compose:
     """The paper's defense: wavelet denoising, then super-resolution x2.
 
@@ -110,6 +113,10 @@ def paper_defense(
         tile_size: process super-resolution in tiles of this many input pixels.
         precision: super-resolution arithmetic, ``"fp32"`` (default), ``"bf16"``, ``"fp16"`` or
             ``"auto"`` (see :mod:`srdefense.purification.precision`).
+        denoiser: ``"wavelet"`` (the paper), ``"spandrel"`` (a learned denoiser from
+            ``denoiser_weights`` replaces it), ``"wavelet+spandrel"`` (the learned denoiser
+            follows it) or ``"none"``; see :mod:`srdefense.purification.learned_denoise`.
+        denoiser_weights: checkpoint of the learned denoiser (DnCNN, DRUNet, SCUNet, FBCNN).
 
     Returns:
         A :class:`Compose` purifier; differentiable end to end.
@@ -119,15 +126,18 @@ def paper_defense(
         >>> defense.scale
         2
     """
-    wd = WaveletDenoise(
-        sigma=sigma,
-        wavelet=wavelet,
-        method=method,
-        mode=mode,
-        convert2ycbcr=convert2ycbcr,
-        legacy_sigma=legacy_sigma,
-    )
-    return Compose(wd, *_sr_stages(sr_model, sr_weights, tile_size, resolution, precision))
+    def wd() -> WaveletDenoise:
+        return WaveletDenoise(
+            sigma=sigma,
+            wavelet=wavelet,
+            method=method,
+            mode=mode,
+            convert2ycbcr=convert2ycbcr,
+            legacy_sigma=legacy_sigma,
+        )
+
+    denoise = denoising_stages(denoiser, denoiser_weights, wd)
+    return Compose(*denoise, *_sr_stages(sr_model, sr_weights, tile_size, resolution, precision))
 
 
 @register_defense(

@@ -132,10 +132,32 @@ def create_defense(spec: str, **overrides: Any) -> Purifier:
     sig = inspect.signature(info.factory)
     accepts_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
     unknown = [k for k in params if k not in sig.parameters]
+    if unknown and "sr_model" in sig.parameters and not accepts_kwargs:
+        params, unknown = _fold_sr_options(name, params, unknown, info.defaults.get("sr_model"))
     if unknown and not accepts_kwargs:
         known = ", ".join(sig.parameters) or "(none)"
         raise TypeError(f"defense {name!r}: unknown parameter(s) {unknown}; accepted: {known}")
     return info.factory(**params)
+
+
+def _fold_sr_options(
+    name: str, params: dict[str, Any], unknown: list[str], default_sr: Any
+) -> tuple[dict[str, Any], list[str]]:
+    """Pass the options of the SR backend on: ``paper:sr_model=upconv7:noise=2`` -> ``"upconv7:noise=2"``."""
+    from .superres import SR_MODELS, split_sr_spec
+
+    sr_name, sr_opts = split_sr_spec(str(params.get("sr_model", default_sr)))
+    if sr_name not in SR_MODELS:
+        return params, unknown
+    accepted = inspect.signature(SR_MODELS.get(sr_name).factory).parameters
+    fold = [k for k in unknown if k in accepted and k not in ("weights", "scale")]
+    if not fold:
+        return params, unknown
+    params = dict(params)
+    sr_opts.update({k: params.pop(k) for k in fold})
+    opts = "".join(f":{k}={'none' if v is None else v}" for k, v in sr_opts.items())
+    params["sr_model"] = sr_name + opts
+    return params, [k for k in unknown if k not in fold]
 
 
 def list_defenses() -> list[DefenseInfo]:

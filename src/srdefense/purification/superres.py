@@ -4,11 +4,17 @@ The defense upscales the (denoised) image by 2 with a deep SR network, which map
 perturbations back towards natural images. Backends:
 
 * ``upconv7`` (default): waifu2x ``upconv_7`` photo x2 (nagadomi, MIT), weights shipped in
-  ``purification/weights/`` and pinned by sha256; ``noise_level=0..3`` selects the joint
-  denoise + x2 variants.
+  ``purification/weights/`` and pinned by sha256; ``upconv7:noise=0..3`` (alias
+  ``noise_level``) selects the joint JPEG-denoise + x2 variants.
 * ``edsr``: EDSR / EDSR-baseline (Lim et al., CVPRW 2017), the network of the paper; needs
   ``weights=PATH`` to an EDSR-PyTorch or BasicSR checkpoint.
+* ``spandrel``: any community checkpoint whose architecture the optional `spandrel
+  <https://github.com/chaiNNer-org/spandrel>`_ library detects (ESRGAN, Real-ESRGAN, SwinIR,
+  HAT, RCAN, OmniSR, SPAN, Real-CUGAN, ...); needs ``weights=PATH``
+  (:mod:`.sr_models.spandrel_backend`).
 * ``bicubic`` and ``nearest``: interpolation baselines.
+
+A backend can be named with options, as defenses are: ``"upconv7:noise=2"``.
 
 Every backend takes and returns [0, 1] RGB NCHW images and has a receptive-field *halo*
 (input pixels on each side that influence an output pixel), which is the default overlap of
@@ -77,7 +83,7 @@ class SRModelInfo:
     Attributes:
         name: registry name.
         description: one line for listings.
-        scale: default upscaling factor.
+        scale: default upscaling factor (0: read from the weight file).
         scales: the factors it supports (``()`` means any integer >= 1).
         halo: receptive-field halo in input pixels of the default configuration (the module's
             own ``halo`` attribute wins, e.g. for an EDSR with more blocks).
@@ -88,6 +94,9 @@ class SRModelInfo:
         weights: default weight file shipped in :data:`WEIGHTS_DIR`, if any.
         sha256: pinned sha256 of ``weights``.
         needs_weights: whether ``weights=PATH`` must be given.
+        options: the backend's options, for listings (``"noise=0..3"``).
+        n_params: number of network parameters of the default configuration (``None``:
+            depends on the weight file).
     """
 
     name: str
@@ -102,6 +111,8 @@ class SRModelInfo:
     weights: str | None = None
     sha256: str | None = None
     needs_weights: bool = False
+    options: str = ""
+    n_params: int | None = None
 
 
 SR_MODELS: Registry[SRModelInfo] = Registry("super-resolution model")
@@ -182,19 +193,23 @@ def _make_upconv7(
     *,
     weights: str | Path | None = None,
     scale: int = 2,
+    noise: int | None = None,
     noise_level: int | None = None,
     padding: str = "replicate",
     channel_order: str = "rgb",
     sha256: str | None = None,
 ) -> nn.Module:
     _check_scale("upconv7", scale, (2,))
+    if noise is not None and noise_level is not None and noise != noise_level:
+        raise ValueError(f"upconv7: noise={noise!r} and noise_level={noise_level!r} disagree; give one")
+    noise_level = noise if noise is not None else noise_level
     if weights is None:
         if noise_level not in UPCONV7_WEIGHTS:
-            raise ValueError(f"upconv7 noise_level: expected None, 0, 1, 2 or 3, got {noise_level!r}")
+            raise ValueError(f"upconv7 noise (noise_level): expected none, 0, 1, 2 or 3, got {noise_level!r}")
         fname, pin = UPCONV7_WEIGHTS[noise_level]
         weights, sha256 = WEIGHTS_DIR / fname, pin
     elif noise_level is not None:
-        raise ValueError("upconv7: give either weights=PATH or noise_level, not both")
+        raise ValueError("upconv7: give either weights=PATH or noise, not both")
     net = UpConv7(padding=padding, channel_order=channel_order)  # type: ignore[arg-type]
     sd = cached_state_dict(weights, sha256)
     missing = sorted(set(net.state_dict()) - set(sd))
@@ -242,7 +257,7 @@ SR_MODELS.add(
     "upconv7",
     SRModelInfo(
         name="upconv7",
-        description="waifu2x upconv_7 photo x2 (552k parameters); noise_level=0..3 adds denoising",
+        description="waifu2x upconv_7 photo x2; noise=0..3: joint JPEG-noise removal + x2",
         scale=2,
         scales=(2,),
         halo=UPCONV7_HALO,
@@ -252,6 +267,8 @@ SR_MODELS.add(
         factory=_make_upconv7,
         weights=UPCONV7_WEIGHTS[None][0],
         sha256=UPCONV7_WEIGHTS[None][1],
+        options="noise=none|0|1|2|3, padding=replicate|zeros",
+        n_params=552_483,
     ),
 )
 SR_MODELS.add(
@@ -269,6 +286,32 @@ SR_MODELS.add(
         weights=None,
         sha256="1bc95232",
         needs_weights=True,
+        options="res_scale, sha256 (weights=FILE required)",
+        n_params=1_369_859,  # EDSR-baseline x2
+    ),
+)
+
+
+def _make_spandrel(**kw: Any) -> nn.Module:
+    from .sr_models.spandrel_backend import make_spandrel_sr  # optional dependency, imported lazily
+
+    return make_spandrel_sr(**kw)
+
+
+SR_MODELS.add(
+    "spandrel",
+    SRModelInfo(
+        name="spandrel",
+        description="any SR checkpoint spandrel detects (ESRGAN, SwinIR, HAT, ...); needs weights=PATH",
+        scale=0,
+        scales=(),
+        halo=32,  # the module's own halo wins (exact for convolutional architectures)
+        license="spandrel: MIT; weights: the checkpoint's own licence (not shipped)",
+        source="pip install --no-deps spandrel==0.4.2 einops (extra 'spandrel')",
+        reference="spandrel (chaiNNer-org), architecture detected from the checkpoint",
+        factory=_make_spandrel,
+        needs_weights=True,
+        options="sha256, noise_level (noise-map models); scale from the file",
     ),
 )
 for _mode, _halo in (("bicubic", 2), ("nearest", 0)):
@@ -284,6 +327,8 @@ for _mode, _halo in (("bicubic", 2), ("nearest", 0)):
             source="torch.nn.functional.interpolate",
             reference=f"{_mode} interpolation",
             factory=_make_interp(_mode),
+            options="scale",
+            n_params=0,
         ),
     )
 
@@ -303,6 +348,18 @@ def get_sr_model_info(name: str) -> SRModelInfo:
     return SR_MODELS.get(name)
 
 
+def split_sr_spec(spec: str, kw: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+    """Split an SR spec ``"upconv7:noise=2"`` into the name and options; ``kw`` wins over the spec.
+
+    Raises:
+        ValueError: for a malformed option.
+    """
+    from .registry import parse_defense_spec
+
+    name, opts = parse_defense_spec(spec)
+    return name, {**opts, **(kw or {})}
+
+
 def create_sr_model(
     name: str = "upconv7", *, weights: str | Path | None = None, scale: int = 2, **kw: Any
 ) -> nn.Module:
@@ -312,13 +369,16 @@ def create_sr_model(
     each call returns a new, independent module on the CPU in eval mode.
 
     Args:
-        name: a registered backend (``upconv7``, ``edsr``, ``bicubic``, ``nearest``).
-        weights: weight file; required for ``edsr``, optional for ``upconv7`` (default: the
-            shipped file).
+        name: a registered backend (``upconv7``, ``edsr``, ``spandrel``, ``bicubic``,
+            ``nearest``), optionally with options: ``"upconv7:noise=2"``.
+        weights: weight file; required for ``edsr`` and ``spandrel``, optional for ``upconv7``
+            (default: the shipped file).
         scale: upscaling factor (``upconv7``: 2; ``edsr``: must match the file).
-        **kw: backend options: ``upconv7``: ``noise_level`` (None, 0..3), ``padding``
+        **kw: backend options: ``upconv7``: ``noise`` (None, 0..3; alias ``noise_level``), ``padding``
             (``"replicate"``/``"zeros"``), ``channel_order``, ``sha256``; ``edsr``:
-            ``res_scale``, ``sha256`` (else the hash prefix in the file name is checked).
+            ``res_scale``, ``sha256`` (else the hash prefix in the file name is checked);
+            ``spandrel``: ``sha256``, ``noise_level`` (see
+            :func:`srdefense.purification.sr_models.spandrel_backend.load_spandrel`).
 
     Returns:
         An ``nn.Module`` mapping (N, 3, H, W) in [0, 1] to (N, 3, scale*H, scale*W).
@@ -332,6 +392,7 @@ def create_sr_model(
         >>> net(torch.rand(1, 3, 16, 16)).shape
         torch.Size([1, 3, 32, 32])
     """
+    name, kw = split_sr_spec(name, kw)
     info = SR_MODELS.get(name)
     try:
         return info.factory(weights=weights, scale=scale, **kw)
@@ -515,7 +576,7 @@ class SuperResolve(Purifier):
             halo = int(getattr(model, "halo", 0))
             self.reference = f"{MUSTAFA_REFERENCE}; network: {self.model_name}"
         else:
-            info = SR_MODELS.get(model)
+            info = SR_MODELS.get(split_sr_spec(model)[0])
             self.model_name = model
             self.net = create_sr_model(model, weights=weights, scale=scale, **kw)
             halo = int(getattr(self.net, "halo", info.halo))
