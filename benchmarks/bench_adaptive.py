@@ -7,8 +7,8 @@ One attack step is a forward pass with autograd, the cross-entropy loss, and
 reference is the plain inference forward (``torch.no_grad``) on the same batch, timed
 alternately with the step in the same run (best of ``rounds``), so machine load hurts both.
 
-Peak memory is measured in a fresh child process per configuration (peak RSS during the pass
-minus the RSS just before it, divided by the batch size):
+Peak memory is measured in a fresh child process per configuration, with glibc's default
+allocator settings (peak RSS during the pass minus the RSS just before it, per image):
 
 * a batch of ``--batch`` photos at 224 -> 448: inference forward and attack step;
 * one large image (``--large``, default 1024 x 1024) through wavelet denoising + SR only (the
@@ -67,10 +67,11 @@ def _forward(model, x: torch.Tensor) -> torch.Tensor:
 
 
 def child(kind: str, batch: int, size: int, threads: int) -> None:
-    """Measure one pass's peak memory in this (fresh) process and print it as JSON."""
-    from srdefense._malloc import tune_malloc
+    """Measure one pass's peak memory in this (fresh) process and print it as JSON.
 
-    tune_malloc()
+    glibc's allocator is left as the library leaves it (no :mod:`srdefense._malloc` tuning,
+    which keeps freed memory resident and would make the peak depend on fragmentation).
+    """
     torch.set_num_threads(threads)
     if kind in ("forward", "step"):
         model = _model()
