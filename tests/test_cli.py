@@ -137,6 +137,82 @@ def test_list_shows_every_registry() -> None:
     assert res.exit_code == 2 and "classifiers" in res.output
 
 
+def _registry_names() -> dict[str, list[str]]:
+    from srdefense.attacks import list_attacks
+    from srdefense.models import list_classifiers
+    from srdefense.purification import list_defenses
+    from srdefense.purification.superres import list_sr_models
+
+    return {
+        "classifiers": list_classifiers(),
+        "sr": [i.name for i in list_sr_models()],
+        "defenses": [d.name for d in list_defenses()],
+        "attacks": list_attacks(),
+    }
+
+
+def _assert_names_whole(text: str, width: int) -> None:
+    import re
+
+    lines = text.splitlines()
+    assert "\u2026" not in text  # nothing cut with an ellipsis
+    assert max(len(line) for line in lines) <= width
+    for names in _registry_names().values():
+        for name in names:
+            # the name whole, between spaces or table borders, on one line
+            pattern = re.compile(rf"(^|[\s\u2502\u2503]){re.escape(name)}($|[\s\u2502\u2503])")
+            assert any(pattern.search(line) for line in lines), (name, width)
+
+
+@pytest.mark.parametrize("width", [60, 80, 200])
+def test_list_never_cuts_names_at_any_width(width: int) -> None:
+    res = runner.invoke(app, ["list"], env={"COLUMNS": str(width)})
+    assert res.exit_code == 0, res.output
+    _assert_names_whole(res.stdout, width)
+    for header in ("gradient", "random", "description"):
+        assert header in res.stdout
+    if width == 200:  # the long reference columns are shown where they fit
+        assert "reference" in res.stdout and "Mustafa et al." in res.stdout
+    if width == 60:
+        assert "Mustafa et al." not in res.stdout
+
+
+def test_list_piped_has_whole_names() -> None:
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(srdefense.__file__).parents[1]), env.get("PYTHONPATH", "")])
+    res = subprocess.run(
+        [sys.executable, "-m", "srdefense.cli.main", "list", "defenses"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    assert "pixel-deflection" in res.stdout and "random-resize-pad" in res.stdout
+    assert "\u2026" not in res.stdout
+    assert max(len(line) for line in res.stdout.splitlines()) <= 80  # rich's width for a pipe
+
+
+def test_list_json_has_every_registry_entry() -> None:
+    res = runner.invoke(app, ["list", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    names = _registry_names()
+    assert {k: [r["name"] for r in v] for k, v in out.items()} == names
+    d = {r["name"]: r for r in out["defenses"]}
+    assert d["jpeg"]["differentiable"] is False and d["paper"]["differentiable"] is True
+    assert d["tvm"]["randomized"] is True and "Mustafa" in d["paper"]["reference"]
+    a = {r["name"]: r for r in out["attacks"]}
+    assert a["pgd"]["norm"] == "linf" and a["pgd"]["default_eps"] == pytest.approx(4 / 255)
+    assert a["cw"]["default_eps"] is None and a["cw"]["distance"] == "l2"
+    assert out["classifiers"][0]["input"] == "3x224x224"
+    res = runner.invoke(app, ["list", "attacks", "--json"])
+    assert list(json.loads(res.stdout)) == ["attacks"]
+
+
 def test_demo_per_image_table_shows_labels_predictions_and_psnr() -> None:
     from rich.console import Console
 

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 
 import torch
 import typer
-from rich.table import Table
 
 from ._app import app
 from ._common import console, err_console, fail, print_json, progress_bar, resolve_device
@@ -165,15 +164,16 @@ def classify(
     if as_json:
         print_json({"classifier": classifier, "results": results, "errors": failures})
     else:
+        from ._tables import Column, print_table
+
+        cols = [Column("#", key=True, justify="right"), Column("class"), Column("wnid", key=True)]
+        cols += [Column("probability", key=True, justify="right")]
         for r in results:
-            table = Table(title=f"{r['file']}  (defense: {defense})", title_justify="left")
-            table.add_column("#", justify="right")
-            table.add_column("class")
-            table.add_column("wnid")
-            table.add_column("probability", justify="right")
-            for p in r["predictions"]:
-                table.add_row(str(p["rank"]), p["name"], p["wnid"] or "", f"{p['probability']:.4f}")
-            console.print(table)
+            preds = r["predictions"]
+            cells = [[str(p["rank"]), p["name"], p["wnid"] or "", f"{p['probability']:.4f}"] for p in preds]
+            # the file name as typed, on its own line (never folded; the terminal wraps it)
+            console.print(f"{r['file']}  (defense: {defense})", soft_wrap=True, highlight=False, markup=False)
+            print_table(console, None, cols, cells)
         for f in failures:
             err_console.print(f"[red]failed[/] {f['file']}: {f['error']}", highlight=False)
     if failures:
@@ -186,54 +186,101 @@ _LIST_CHOICES = ("all", "classifiers", "sr", "defenses", "attacks")
 @app.command("list")
 def list_(
     what: Annotated[str, typer.Argument(help="all, classifiers, sr, defenses or attacks.")] = "all",
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")] = False,
 ) -> None:
-    """List the registered classifiers, super-resolution models, defenses and attacks."""
+    """List the registered classifiers, super-resolution models, defenses and attacks.
+
+    Names are never cut: on a narrow terminal the long reference columns are left out
+    (``--json`` always has every field).
+    """
     if what not in _LIST_CHOICES:
         fail(f"list: expected one of {', '.join(_LIST_CHOICES)}, got {what!r}")
+    from ._tables import Column, print_table
+
+    tables: dict[str, tuple[str, list[Column], list[dict[str, Any]]]] = {}
     if what in ("all", "classifiers"):
         from ..models import get_classifier_cfg, list_classifiers
 
-        t = Table(title="classifiers (also timm:NAME, torchvision:NAME, module.py:factory)")
-        for col in ("name", "input", "description", "source", "license"):
-            t.add_column(col)
+        rows = []
         for name in list_classifiers():
             cfg = get_classifier_cfg(name)
-            size = "x".join(map(str, cfg.input_size))
-            t.add_row(name, size, cfg.description, cfg.source, cfg.license)
-        console.print(t)
+            rows.append(
+                {
+                    "name": name,
+                    "input": "x".join(map(str, cfg.input_size)),
+                    "description": cfg.description,
+                    "source": cfg.source,
+                    "license": cfg.license,
+                }
+            )
+        cols = [Column("name", key=True), Column("input", key=True), Column("description")]
+        cols += [Column("source", optional=True), Column("license", optional=True)]
+        title = "classifiers (also timm:NAME, torchvision:NAME, module.py:factory)"
+        tables["classifiers"] = (title, cols, rows)
     if what in ("all", "sr"):
         from ..purification.superres import list_sr_models
 
-        t = Table(title="super-resolution models")
-        for col in ("name", "scale", "description", "license"):
-            t.add_column(col)
-        for info in list_sr_models():
-            t.add_row(info.name, f"x{info.scale}", info.description, info.license)
-        console.print(t)
+        rows = [
+            {"name": i.name, "scale": i.scale, "description": i.description, "license": i.license}
+            for i in list_sr_models()
+        ]
+        cols = [Column("name", key=True), Column("scale", key=True), Column("description")]
+        cols += [Column("license", optional=True)]
+        tables["sr"] = ("super-resolution models", cols, rows)
     if what in ("all", "defenses"):
         from ..purification import list_defenses
 
-        t = Table(title="defenses")
-        for col in ("name", "differentiable", "randomized", "description", "reference"):
-            t.add_column(col)
-        for d in list_defenses():
-            t.add_row(
-                d.name,
-                "yes" if d.differentiable else "no (BPDA)",
-                "yes" if d.randomized else "no",
-                d.description,
-                d.reference,
-            )
-        console.print(t)
+        rows = [
+            {
+                "name": d.name,
+                "differentiable": d.differentiable,
+                "randomized": d.randomized,
+                "description": d.description,
+                "reference": d.reference,
+            }
+            for d in list_defenses()
+        ]
+        cols = [Column("name", key=True), Column("gradient", key=True), Column("random", key=True)]
+        cols += [Column("description"), Column("reference", optional=True)]
+        tables["defenses"] = ("defenses", cols, rows)
     if what in ("all", "attacks"):
         from ..attacks import create_attack, list_attacks
 
-        t = Table(title="attacks")
-        for col in ("name", "norm", "default eps", "description"):
-            t.add_column(col)
+        rows = []
         for name in list_attacks():
             a = create_attack(name)
             doc = (type(a).__doc__ or "").strip().splitlines()
-            eps = "minimal norm" if a.eps is None else f"{a.eps:.4g}"
-            t.add_row(name, str(a.norm or "-"), eps, doc[0] if doc else "")
-        console.print(t)
+            rows.append(
+                {
+                    "name": name,
+                    "norm": a.norm,
+                    "distance": a.distance,
+                    "default_eps": a.eps,
+                    "description": doc[0] if doc else "",
+                    "reference": a.reference,
+                }
+            )
+        cols = [Column("name", key=True), Column("norm", key=True), Column("default eps", key=True)]
+        cols += [Column("description")]
+        tables["attacks"] = ("attacks", cols, rows)
+    if as_json:
+        print_json({key: rows for key, (_, _, rows) in tables.items()})
+        return
+    for key, (title, cols, rows) in tables.items():
+        cells = [[_list_cell(key, c.header, r) for c in cols] for r in rows]
+        print_table(console, title, cols, cells)
+
+
+def _list_cell(table: str, header: str, row: dict[str, Any]) -> str:
+    """The text shown for one cell of a ``list`` table."""
+    if table == "sr" and header == "scale":
+        return f"x{row['scale']}"
+    if table == "defenses" and header == "gradient":
+        return "yes" if row["differentiable"] else "no (BPDA)"
+    if table == "defenses" and header == "random":
+        return "yes" if row["randomized"] else "no"
+    if table == "attacks" and header == "norm":
+        return str(row["norm"] or "-")
+    if table == "attacks" and header == "default eps":
+        return "minimal norm" if row["default_eps"] is None else f"{row['default_eps']:.4g}"
+    return str(row[header])
