@@ -59,6 +59,103 @@ def test_purify_writes_2x_images_and_reports_each_bad_input(photos: dict[str, Pa
     assert mode == 0o666 & ~umask
 
 
+def _small_images(folder: Path, names: list[str]) -> dict[str, Path]:
+    """Small distinct images (4x6, a different constant per file) at ``folder/NAME``."""
+    out = {}
+    for k, name in enumerate(names):
+        p = folder / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        arr = np.full((4, 6, 3), 20 + 30 * k, dtype=np.uint8)
+        arr[0, 0] = (k, 255 - k, 7)
+        Image.fromarray(arr).save(p, quality=100) if p.suffix == ".jpg" else Image.fromarray(arr).save(p)
+        out[name] = p
+    return out
+
+
+def test_purify_output_names_are_unique_and_predictable(tmp_path: Path) -> None:
+    src = _small_images(tmp_path / "in", ["a.png", "a.jpg", "b.png", "x/c.png", "y/c.png", "y/z/c.png"])
+    out = tmp_path / "out"
+    args = ["purify", *map(str, src.values()), "--out", str(out), "--defense", "none", "-q"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    expected = {
+        "a.png": "a.png.png",
+        "a.jpg": "a.jpg.png",
+        "b.png": "b.png",
+        "x/c.png": "x/c.png",
+        "y/c.png": "y/c.png",
+        "y/z/c.png": "y/z/c.png",
+    }
+    got = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert got == sorted(expected.values())
+    for name, dst in expected.items():  # each output holds its own input ("none" returns it)
+        assert torch.equal(srdefense.read_image(out / dst), srdefense.read_image(src[name])), name
+    assert "wrote 6 purified image(s)" in res.output
+
+
+def test_purify_output_names_rule_and_clashes(tmp_path: Path) -> None:
+    from srdefense.cli.commands import output_names
+
+    out = Path("out")
+    names = output_names([Path("p/a.png"), Path("p/A.jpg"), Path("q/b.tif"), Path("r/b.tif")], out)
+    assert names == [out / "a.png.png", out / "A.jpg.png", out / "q/b.png", out / "r/b.png"]
+    assert output_names([Path("a.b.c.jpg")], out) == [out / "a.b.c.png"]
+    with pytest.raises(ValueError, match="A.png and p/a.png: would be written to the same output"):
+        output_names([Path("p/A.png"), Path("p/a.png")], out)
+    # a flat output name that is also a folder of kept sub-paths
+    with pytest.raises(ValueError, match="same output"):
+        output_names([Path("x.png/c.png"), Path("t/c.png"), Path("x.jpg")], out)
+    src = _small_images(tmp_path, ["A.png", "a.png"])
+    res = runner.invoke(app, ["purify", *map(str, src.values()), "--out", str(tmp_path / "o"), "-q"])
+    assert res.exit_code == 2 and "rename one of them" in res.output and not (tmp_path / "o").exists()
+
+
+def test_purify_same_input_twice_is_purified_once(tmp_path: Path) -> None:
+    src = _small_images(tmp_path, ["a.png"])["a.png"]
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["purify", str(src), str(src), "--out", str(out), "--defense", "none", "-q"])
+    assert res.exit_code == 0, res.output
+    assert [p.name for p in out.iterdir()] == ["a.png"] and "wrote 1 " in res.output
+    assert "given more than once" in res.output
+
+
+def test_purify_refuses_to_replace_an_existing_file_without_overwrite(tmp_path: Path) -> None:
+    src = _small_images(tmp_path / "in", ["a.png", "b.png"])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.png").write_bytes(b"keep me")
+    args = ["purify", str(src["a.png"]), str(src["b.png"]), "--out", str(out), "--defense", "none", "-q"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 1, res.output
+    assert (out / "a.png").read_bytes() == b"keep me"
+    assert f"{out / 'a.png'} exists" in res.output and "--overwrite" in res.output
+    assert "wrote 1 purified image(s)" in res.output  # b.png only
+    res = runner.invoke(app, [*args, "--overwrite"])
+    assert res.exit_code == 0, res.output
+    assert "wrote 2 purified image(s)" in res.output
+    assert torch.equal(srdefense.read_image(out / "a.png"), srdefense.read_image(src["a.png"]))
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png"]  # no temporary files left
+
+
+def test_purify_never_replaces_an_input_even_with_overwrite(tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    src = _small_images(folder, ["p.png", "q.jpg"])
+    before = {n: p.read_bytes() for n, p in src.items()}
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "p.png").symlink_to(src["p.png"])  # an output name that leads to an input
+    os.link(src["p.png"], linked / "q.png")  # a hard link to an input
+    for out in (folder, linked):
+        for flags in ([], ["--overwrite"]):
+            args = ["purify", str(src["p.png"]), str(src["q.jpg"]), "--out", str(out), "--defense", "none"]
+            res = runner.invoke(app, [*args, "-q", *flags])
+            assert res.exit_code == 1, res.output
+            assert "is an input file" in res.output and "choose another --out" in res.output
+            assert {n: p.read_bytes() for n, p in src.items()} == before
+    # the jpg's output (q.png) sits beside the sources; only p.png was refused
+    assert torch.equal(srdefense.read_image(folder / "q.png"), srdefense.read_image(src["q.jpg"]))
+
+
 def test_purify_with_a_named_defense_and_parameters(photos: dict[str, Path], tmp_path: Path) -> None:
     res = runner.invoke(
         app, ["purify", str(photos["jeep"]), "--out", str(tmp_path), "--defense", "bit-depth:bits=1", "-q"]

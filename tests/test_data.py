@@ -230,6 +230,21 @@ def test_write_png_rejects_bad_input(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_write_png_without_overwrite_keeps_an_existing_file(tmp_path: Path) -> None:
+    target = tmp_path / "a.png"
+    target.write_bytes(b"old")
+    with pytest.raises(FileExistsError, match="a.png exists"):
+        write_png(target, torch.zeros(3, 4, 4), overwrite=False)
+    assert target.read_bytes() == b"old"
+    (tmp_path / "dangling.png").symlink_to(tmp_path / "nowhere.png")
+    with pytest.raises(FileExistsError):
+        write_png(tmp_path / "dangling.png", torch.zeros(3, 4, 4), overwrite=False)
+    assert not (tmp_path / "nowhere.png").exists()
+    fresh = write_png(tmp_path / "b.png", torch.ones(3, 4, 4), overwrite=False)
+    assert torch.equal(read_image(fresh), torch.ones(3, 4, 4))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png", "dangling.png"]
+
+
 def test_write_png_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "keep.png"
     write_png(target, torch.zeros(3, 4, 4))

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import inspect
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
 import torch
 import typer
+from rich.markup import escape
 
 from ._app import app
 from ._common import console, err_console, fail, print_json, progress_bar, resolve_device
@@ -38,15 +40,66 @@ def build_defense(spec: str, sr: str | None, sr_weights: Path | None, tile_size:
         fail(f"--defense {spec}: {msg}")
 
 
-def _output_names(inputs: list[Path], out: Path) -> list[Path]:
-    seen: dict[str, int] = {}
-    names = []
-    for p in inputs:
-        stem = p.stem or "image"
-        k = seen.get(stem, 0)
-        seen[stem] = k + 1
-        names.append(out / (f"{stem}.png" if k == 0 else f"{stem}-{k}.png"))
-    return names
+def output_names(inputs: list[Path], out: Path) -> list[Path]:
+    """The output file of each input of ``purify``: unique and predictable.
+
+    - ``DIR/NAME.EXT`` becomes ``OUT/NAME.png``;
+    - inputs that share a stem keep their extension: ``a.png`` and ``a.jpg`` become
+      ``OUT/a.png.png`` and ``OUT/a.jpg.png``;
+    - inputs that share a file name too (``x/a.png``, ``y/a.png``) keep their path relative to
+      the folder those inputs have in common: ``OUT/x/a.png``, ``OUT/y/a.png``.
+
+    Names are compared ignoring case, as on case-insensitive file systems.
+
+    Args:
+        inputs: the input files, without duplicates (compared as absolute paths).
+        out: the output folder.
+
+    Returns:
+        One path under ``out`` per input, all different.
+
+    Raises:
+        ValueError: naming the inputs if two of them still map to the same output (e.g.
+            ``A.png`` and ``a.png`` in one folder).
+    """
+    absolute = [Path(os.path.abspath(p)) for p in inputs]
+    by_stem: dict[str, list[int]] = {}
+    for i, p in enumerate(absolute):
+        by_stem.setdefault((p.stem or "image").lower(), []).append(i)
+    rel: list[Path] = [Path()] * len(inputs)
+    for idx in by_stem.values():
+        if len(idx) == 1:
+            rel[idx[0]] = Path(f"{absolute[idx[0]].stem or 'image'}.png")
+            continue
+        by_name: dict[str, list[int]] = {}
+        for i in idx:
+            by_name.setdefault(absolute[i].name.lower(), []).append(i)
+        for same in by_name.values():
+            if len(same) == 1:
+                rel[same[0]] = Path(f"{absolute[same[0]].name}.png")
+                continue
+            common = Path(os.path.commonpath([absolute[i].parent for i in same]))
+            for i in same:
+                rel[i] = absolute[i].parent.relative_to(common) / f"{absolute[i].stem or 'image'}.png"
+    files: dict[str, int] = {}
+    folders = {str(parent).lower() for r in rel for parent in r.parents if str(parent) != "."}
+    for i, r in enumerate(rel):
+        key = str(r).lower()
+        if key in files or key in folders:
+            other = files.get(key)
+            clash = f"{inputs[other]} and {inputs[i]}" if other is not None else str(inputs[i])
+            raise ValueError(f"{clash}: would be written to the same output {out / r}; rename one of them")
+        files[key] = i
+    return [out / r for r in rel]
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file ``path`` leads to, ``None`` if there is none."""
+    try:
+        st = path.stat()
+    except (OSError, ValueError):
+        return None
+    return st.st_dev, st.st_ino
 
 
 @app.command()
@@ -61,10 +114,17 @@ def purify(
     tile_size: Annotated[
         int, typer.Option(help="Super-resolve in tiles of this many input pixels (0: whole image).")
     ] = 256,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace existing output files (never an input file).")
+    ] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "cpu",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Purify image files and write the results (the 2x images for the paper defense) as PNG.
+
+    ``DIR/NAME.EXT`` is written to ``OUT/NAME.png``; inputs that share a stem keep their
+    extension (``a.jpg`` -> ``a.jpg.png``), inputs that share a file name keep their sub-folder.
+    An existing file is never replaced without ``--overwrite``, and an input never.
 
     Every input that can be read is processed; each failure is reported with its reason and
     the command exits with status 1 if any failed. Files are written atomically.
@@ -73,27 +133,54 @@ def purify(
 
     dev = resolve_device(device)
     purifier = build_defense(defense, sr, sr_weights, tile_size or None).to(dev).eval()
+    unique: list[Path] = []
+    seen: set[str] = set()
+    for src in inputs:
+        key = os.path.abspath(src)
+        if key in seen:
+            note = f"[yellow]note[/] {escape(str(src))}: given more than once, purified once"
+            err_console.print(note, highlight=False, soft_wrap=True)
+            continue
+        seen.add(key)
+        unique.append(src)
+    try:
+        names = output_names(unique, out)
+    except ValueError as exc:
+        fail(str(exc))
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         fail(f"--out {out}: cannot create the folder: {exc}")
+    input_ids = {i for i in map(_file_id, unique) if i is not None}  # (device, inode): hard links too
     failures: list[tuple[Path, str]] = []
     written = 0
     with progress_bar(not quiet) as prog:
-        task = prog.add_task("purifying", total=len(inputs))
-        for src, dst in zip(inputs, _output_names(inputs, out), strict=True):
+        task = prog.add_task("purifying", total=len(unique))
+        for src, dst in zip(unique, names, strict=True):
+            prog.advance(task)
+            if _file_id(dst) in input_ids:
+                why = f"its output {dst} is an input file; not replaced (choose another --out)"
+                failures.append((src, why))
+                continue
+            if dst.exists() and not overwrite:
+                failures.append((src, f"{dst} exists; not replaced (pass --overwrite to replace it)"))
+                continue
             try:
                 image = read_image(src).to(dev)
                 with torch.no_grad():
                     result = purifier(image.unsqueeze(0))[0]
-                write_png(dst, result.cpu())
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                write_png(dst, result.cpu(), overwrite=overwrite)
                 written += 1
+            except FileExistsError:
+                failures.append((src, f"{dst} exists; not replaced (pass --overwrite to replace it)"))
             except (ImageReadError, OSError, ValueError, RuntimeError) as exc:
                 failures.append((src, str(exc)))
-            prog.advance(task)
-    console.print(f"wrote {written} purified image(s) to {out}")
+    done = f"wrote {written} purified image(s) to {out}"
+    console.print(done, highlight=False, markup=False, soft_wrap=True)
     for src, why in failures:
-        err_console.print(f"[red]failed[/] {src}: {why}", highlight=False)
+        msg = f"[red]failed[/] {escape(str(src))}: {escape(why)}"
+        err_console.print(msg, highlight=False, soft_wrap=True)
     if failures:
         raise typer.Exit(1)
 
@@ -175,7 +262,8 @@ def classify(
             console.print(f"{r['file']}  (defense: {defense})", soft_wrap=True, highlight=False, markup=False)
             print_table(console, None, cols, cells)
         for f in failures:
-            err_console.print(f"[red]failed[/] {f['file']}: {f['error']}", highlight=False)
+            msg = f"[red]failed[/] {escape(f['file'])}: {escape(f['error'])}"
+            err_console.print(msg, highlight=False, soft_wrap=True)
     if failures:
         raise typer.Exit(1)
 

@@ -153,17 +153,37 @@ def _default_file_mode() -> int:
     return 0o666 & ~umask
 
 
-def write_png(path: str | Path, image: Tensor) -> Path:
+def _move_no_replace(src: str, dst: Path) -> None:
+    """Move ``src`` to ``dst`` unless ``dst`` exists (:class:`FileExistsError`).
+
+    Atomic where the file system has hard links.
+    """
+    try:
+        os.link(src, dst)  # fails with FileExistsError if dst exists, whatever its type
+    except FileExistsError:
+        raise FileExistsError(f"{dst} exists (not replaced)") from None
+    except OSError:  # no hard links here (e.g. FAT, some network file systems): check, then move
+        if os.path.lexists(dst):
+            raise FileExistsError(f"{dst} exists (not replaced)") from None
+        os.replace(src, dst)
+        return
+    os.unlink(src)
+
+
+def write_png(path: str | Path, image: Tensor, *, overwrite: bool = True) -> Path:
     """Write a float image (3, H, W) or (1, H, W) in [0, 1] as an 8-bit PNG, atomically.
 
     Values are clamped to [0, 1] and rounded to the nearest of the 256 levels
     (:func:`to_uint8`). The PNG is written to a temporary file in the same folder and moved
     into place with ``os.replace``: a failure leaves no partial file and does not touch an
-    existing file at ``path``.
+    existing file at ``path``. With ``overwrite=False`` the move is a hard link, which fails if
+    ``path`` exists, so an existing file is never replaced, even by a concurrent writer.
 
     Args:
         path: the destination (its folder must exist).
         image: the image tensor, any device.
+        overwrite: replace an existing file at ``path``; ``False`` raises
+            :class:`FileExistsError` instead.
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
@@ -172,6 +192,7 @@ def write_png(path: str | Path, image: Tensor) -> Path:
         TypeError: if ``image`` is not a floating-point tensor.
         ValueError: if its shape is not (3, H, W) or (1, H, W), or it contains NaN.
         FileNotFoundError: if the destination folder does not exist.
+        FileExistsError: if ``overwrite`` is false and ``path`` exists.
     """
     path = Path(path)
     if not isinstance(image, Tensor):
@@ -183,6 +204,8 @@ def write_png(path: str | Path, image: Tensor) -> Path:
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise FileNotFoundError(f"cannot write {path}: folder {folder} does not exist")
+    if not overwrite and os.path.lexists(path):
+        raise FileExistsError(f"{path} exists (not replaced)")
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -190,7 +213,10 @@ def write_png(path: str | Path, image: Tensor) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp_name, _default_file_mode())  # mkstemp creates 0600; use the umask's mode
-        os.replace(tmp_name, path)
+        if overwrite:
+            os.replace(tmp_name, path)
+        else:
+            _move_no_replace(tmp_name, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp_name)
