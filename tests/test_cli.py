@@ -186,6 +186,16 @@ def test_purify_sr_backend_option_and_errors(photos: dict[str, Path], tmp_path: 
     assert res.exit_code == 2 and "edsr_baseline_x2" in res.output
 
 
+def test_a_bad_option_combination_prints_one_error_line(photos: dict[str, Path], tmp_path: Path) -> None:
+    for extra in (["--sr-weights", str(photos["jeep"])], ["--sr", "edsr"]):
+        args = ["purify", str(photos["jeep"]), "--out", str(tmp_path), "--defense", "jpeg", *extra]
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2
+        errors = [line for line in res.output.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "has no super-resolution stage" in errors[0], res.output
+        assert list(tmp_path.iterdir()) == []
+
+
 def test_classify_json_names_the_true_class(photos: dict[str, Path]) -> None:
     jeep, label = embedded_samples()[8]  # a yurt, classified correctly with or without defense
     res = runner.invoke(app, ["classify", str(jeep), str(photos["text"]), "--json", "--top-k", "3"])

@@ -15,10 +15,23 @@ from ._app import app
 from ._common import console, err_console, fail, print_json, progress_bar, resolve_device
 
 
-def build_defense(spec: str, sr: str | None, sr_weights: Path | None, tile_size: int | None) -> Any:
-    """Create a defense from ``--defense`` and the SR options, with CLI-grade errors."""
+def build_defense(
+    spec: str,
+    sr: str | None,
+    sr_weights: Path | None,
+    tile_size: int | None,
+    sr_weights_sha256: str | None = None,
+) -> Any:
+    """Create a defense from ``--defense`` and the SR options, with CLI-grade errors.
+
+    Exactly one ``error:`` line is printed for a bad combination (``fail`` raises
+    ``typer.Exit``, itself a ``RuntimeError``, so it is never called inside the ``try``).
+    """
     from ..purification.registry import DEFENSES, create_defense, parse_defense_spec
 
+    if sr_weights_sha256 is not None and sr_weights is None:
+        fail("--sr-weights-sha256: pins the file given with --sr-weights, and none was given")
+    problem: str | None = None
     try:
         name, _ = parse_defense_spec(spec)
         info = DEFENSES.get(name) if name in DEFENSES else None
@@ -26,6 +39,7 @@ def build_defense(spec: str, sr: str | None, sr_weights: Path | None, tile_size:
         if info is not None:
             accepted = inspect.signature(info.factory).parameters
             wanted = {"sr_model": sr, "sr_weights": str(sr_weights) if sr_weights else None}
+            wanted["sr_weights_sha256"] = sr_weights_sha256
             wanted["tile_size"] = tile_size
             for key, value in wanted.items():
                 if value is None:
@@ -33,11 +47,14 @@ def build_defense(spec: str, sr: str | None, sr_weights: Path | None, tile_size:
                 if key in accepted:
                     overrides[key] = value
                 elif key != "tile_size":
-                    fail(f"--{key.replace('_', '-')}: defense {name!r} has no super-resolution stage")
-        return create_defense(spec, **overrides)
+                    problem = f"--{key.replace('_', '-')}: defense {name!r} has no super-resolution stage"
+                    break
+        if problem is None:
+            return create_defense(spec, **overrides)
     except (KeyError, TypeError, ValueError, FileNotFoundError, RuntimeError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-        fail(f"--defense {spec}: {msg}")
+        problem = f"--defense {spec}: {msg}"
+    fail(str(problem))
 
 
 def output_names(inputs: list[Path], out: Path) -> list[Path]:
