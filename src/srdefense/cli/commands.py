@@ -128,6 +128,10 @@ def purify(
     sr_weights: Annotated[
         Path | None, typer.Option("--sr-weights", help="Weights for the SR backend (edsr).")
     ] = None,
+    sr_weights_sha256: Annotated[
+        str | None,
+        typer.Option("--sr-weights-sha256", help="Pin for --sr-weights: its sha256 (or >= 8 hex digits)."),
+    ] = None,
     tile_size: Annotated[
         int, typer.Option(help="Super-resolve in tiles of this many input pixels (0: whole image).")
     ] = 256,
@@ -149,7 +153,7 @@ def purify(
     from ..data.io import ImageReadError, read_image, write_png
 
     dev = resolve_device(device)
-    purifier = build_defense(defense, sr, sr_weights, tile_size or None).to(dev).eval()
+    purifier = build_defense(defense, sr, sr_weights, tile_size or None, sr_weights_sha256).to(dev).eval()
     unique: list[Path] = []
     seen: set[str] = set()
     for src in inputs:
@@ -211,10 +215,18 @@ def classify(
     classifier_weights: Annotated[
         Path | None, typer.Option("--classifier-weights", help="Weights for a module.py:factory model.")
     ] = None,
+    classifier_weights_sha256: Annotated[
+        str | None,
+        typer.Option("--classifier-weights-sha256", help="Pin for --classifier-weights: its sha256."),
+    ] = None,
     defense: Annotated[str, typer.Option(help="Defense spec applied before classifying.")] = "none",
     sr: Annotated[str | None, typer.Option("--sr", help="Super-resolution backend.")] = None,
     sr_weights: Annotated[
         Path | None, typer.Option("--sr-weights", help="Weights for the SR backend.")
+    ] = None,
+    sr_weights_sha256: Annotated[
+        str | None,
+        typer.Option("--sr-weights-sha256", help="Pin for --sr-weights: its sha256 (or >= 8 hex digits)."),
     ] = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, max=1000, help="Classes to show.")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")] = False,
@@ -232,13 +244,16 @@ def classify(
     from ..purification import Defended
 
     dev = resolve_device(device)
+    if classifier_weights_sha256 is not None and classifier_weights is None:
+        fail("--classifier-weights-sha256: pins the file given with --classifier-weights, and none was given")
     try:
-        model = create_classifier(classifier, weights=classifier_weights)
+        pin = classifier_weights_sha256
+        model = create_classifier(classifier, weights=classifier_weights, weights_sha256=pin)
     except (KeyError, ValueError, TypeError, ImportError, FileNotFoundError, RuntimeError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         fail(f"--classifier {classifier}: {msg}")
     cfg = model.cfg
-    purifier = build_defense(defense, sr, sr_weights, None)
+    purifier = build_defense(defense, sr, sr_weights, None, sr_weights_sha256)
     defended = Defended(purifier, model).to(dev).eval()
     names, wnids = imagenet_classes(), imagenet_wnids()
     results: list[dict[str, Any]] = []
