@@ -156,6 +156,34 @@ def test_purify_never_replaces_an_input_even_with_overwrite(tmp_path: Path) -> N
     assert torch.equal(srdefense.read_image(folder / "q.png"), srdefense.read_image(src["q.jpg"]))
 
 
+def test_purify_reports_a_malformed_tiff_and_goes_on(tmp_path: Path) -> None:
+    from test_data import _tiff_with_bad_tag_type
+
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(_tiff_with_bad_tag_type())
+    good = _small_images(tmp_path, ["good.png"])["good.png"]
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["purify", str(bad), str(good), "--out", str(out), "--defense", "none", "-q"])
+    assert res.exit_code == 1, res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit)  # no traceback
+    assert f"failed {bad}: cannot read image" in res.output and "wrote 1 purified image(s)" in res.output
+    assert [p.name for p in out.iterdir()] == ["good.png"]
+
+
+def test_max_pixels_option_of_purify_and_classify(tmp_path: Path) -> None:
+    img = _small_images(tmp_path, ["a.png"])["a.png"]  # 6 x 4 = 24 pixels
+    out = tmp_path / "out"
+    args = ["purify", str(img), "--out", str(out), "--defense", "none", "--max-pixels"]
+    res = runner.invoke(app, [*args, "20"])
+    assert res.exit_code == 1 and "exceeds max_pixels=20" in res.output and "--max-pixels" in res.output
+    res = runner.invoke(app, [*args, "24"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["classify", str(img), "--max-pixels", "20", "--json"])
+    assert res.exit_code == 1 and "exceeds max_pixels=20" in json.loads(res.stdout)["errors"][0]["error"]
+    res = runner.invoke(app, ["classify", str(img), "--max-pixels", "0", "--json"])  # 0: no limit
+    assert res.exit_code == 0, res.output
+
+
 def test_purify_with_a_named_defense_and_parameters(photos: dict[str, Path], tmp_path: Path) -> None:
     res = runner.invoke(
         app, ["purify", str(photos["jeep"]), "--out", str(tmp_path), "--defense", "bit-depth:bits=1", "-q"]

@@ -11,6 +11,7 @@ import torch
 import typer
 from rich.markup import escape
 
+from ..data.io import DEFAULT_MAX_PIXELS
 from ._app import app
 from ._common import console, err_console, fail, print_json, progress_bar, resolve_device
 
@@ -138,6 +139,10 @@ def purify(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace existing output files (never an input file).")
     ] = False,
+    max_pixels: Annotated[
+        int,
+        typer.Option("--max-pixels", min=0, help="Refuse images with more pixels (W x H); 0: no limit."),
+    ] = DEFAULT_MAX_PIXELS,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "cpu",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -187,7 +192,7 @@ def purify(
                 failures.append((src, f"{dst} exists; not replaced (pass --overwrite to replace it)"))
                 continue
             try:
-                image = read_image(src).to(dev)
+                image = read_image(src, max_pixels=max_pixels or None).to(dev)
                 with torch.no_grad():
                     result = purifier(image.unsqueeze(0))[0]
                 dst.parent.mkdir(parents=True, exist_ok=True)
@@ -230,6 +235,10 @@ def classify(
     ] = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, max=1000, help="Classes to show.")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")] = False,
+    max_pixels: Annotated[
+        int,
+        typer.Option("--max-pixels", min=0, help="Refuse images with more pixels (W x H); 0: no limit."),
+    ] = DEFAULT_MAX_PIXELS,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "cpu",
 ) -> None:
     """Classify image files, optionally behind a defense, and show the top-k classes.
@@ -260,7 +269,8 @@ def classify(
     failures: list[dict[str, str]] = []
     for src in inputs:
         try:
-            image = resize_center_crop(read_image(src), cfg.input_size[-1], crop_pct=cfg.crop_pct)
+            image = read_image(src, max_pixels=max_pixels or None)
+            image = resize_center_crop(image, cfg.input_size[-1], crop_pct=cfg.crop_pct)
             with torch.no_grad():
                 probs = defended(image.unsqueeze(0).to(dev)).softmax(-1)[0].cpu()
         except (ImageReadError, OSError, ValueError, RuntimeError) as exc:
