@@ -372,6 +372,27 @@ def test_demo_per_image_table_shows_labels_predictions_and_psnr() -> None:
         assert f"{rec['quality']['paper']['psnr']:.2f}" in line
 
 
+@pytest.mark.parametrize("width", [60, 80])
+def test_demo_per_image_table_never_cuts_sample_ids(width: int) -> None:
+    from rich.console import Console
+
+    from srdefense.attacks import create_attack
+    from srdefense.cli.demo import per_image_table
+    from srdefense.evaluation import evaluate
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    model = torch.nn.Sequential(model, torch.nn.Linear(4, 1000)).eval()
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    ids = ["ILSVRC2012_val_00000001", "b"]
+    res = evaluate(model, ["none", "paper"], [create_attack("fgsm")], (x, torch.tensor([1, 2]), ids))
+    console = Console(record=True, width=width)
+    console.print(per_image_table(res))
+    text = console.export_text()
+    assert "\u2026" not in text
+    assert any(line.split()[:1] == [ids[0]] for line in text.splitlines())
+
+
 def test_malloc_tuning_applies_on_glibc_and_can_be_turned_off() -> None:
     import platform
     import subprocess
