@@ -9,6 +9,7 @@ Example:
     >>> model = srdefense.Defended(srdefense.paper_defense(), classifier)
 """
 
+from ._weights import weights_fingerprint
 from .data import load_dataset, read_image, write_png
 from .models import (
     ClassifierCfg,
@@ -62,6 +63,7 @@ __all__ = [
     "paper_defense",
     "read_image",
     "super_resolve",
+    "weights_fingerprint",
     "wrap_classifier",
     "write_png",
 ]

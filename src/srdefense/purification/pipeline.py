@@ -63,10 +63,17 @@ def _resolution_stage(resolution: str, factor: int) -> list[Purifier]:
 
 
 def _sr_stages(
-    sr_model: str, sr_weights: str | Path | None, tile_size: int | None, resolution: str
+    sr_model: str,
+    sr_weights: str | Path | None,
+    tile_size: int | None,
+    resolution: str,
+    sr_weights_sha256: str | None = None,
 ) -> list[Purifier]:
     """Super-resolution followed by the resolution policy's stage (if any)."""
-    sr = SuperResolve(sr_model, weights=sr_weights, tile_size=tile_size)
+    if sr_weights_sha256 is not None and sr_weights is None:
+        raise ValueError("sr_weights_sha256: pins the file given as sr_weights, and none was given")
+    pin = {} if sr_weights_sha256 is None else {"sha256": sr_weights_sha256}
+    sr = SuperResolve(sr_model, weights=sr_weights, tile_size=tile_size, **pin)
     return [sr, *_resolution_stage(resolution, sr.scale)]
 
 
@@ -84,6 +91,7 @@ def paper_defense(
     tile_size: int | None = None,
     denoiser: str = "wavelet",
     denoiser_weights: str | Path | None = None,
+    sr_weights_sha256: str | None = None,
 ) -> Compose:
     """The paper's defense: wavelet denoising, then super-resolution x2.
 
@@ -102,7 +110,8 @@ def paper_defense(
         sr_model: super-resolution backend (``srdefense list sr``); the paper used EDSR-baseline,
             the embedded default is waifu2x ``upconv7`` (EDSR weights are loaded from
             ``sr_weights`` when given).
-        sr_weights: weight file for the backend (required for ``edsr``).
+        sr_weights: weight file for the backend (required for ``edsr``). The module that
+            loads it records the file's sha256 (:func:`srdefense.weights_fingerprint`).
         resolution: ``"2x"`` classifies the 2x image (the paper); ``"native"`` resizes it back
             to the input size with antialiasing.
         tile_size: process super-resolution in tiles of this many input pixels.
@@ -110,6 +119,8 @@ def paper_defense(
             ``denoiser_weights`` replaces it), ``"wavelet+spandrel"`` (the learned denoiser
             follows it) or ``"none"``; see :mod:`srdefense.purification.learned_denoise`.
         denoiser_weights: checkpoint of the learned denoiser (DnCNN, DRUNet, SCUNet, FBCNN).
+        sr_weights_sha256: pin for ``sr_weights`` (full digest or >= 8 hex digits); a file
+            with another digest raises ``WeightsError`` naming the file and both digests.
 
     Returns:
         A :class:`Compose` purifier; differentiable end to end.
@@ -130,7 +141,7 @@ def paper_defense(
         )
 
     denoise = denoising_stages(denoiser, denoiser_weights, wd)
-    return Compose(*denoise, *_sr_stages(sr_model, sr_weights, tile_size, resolution))
+    return Compose(*denoise, *_sr_stages(sr_model, sr_weights, tile_size, resolution, sr_weights_sha256))
 
 
 @register_defense(
@@ -161,13 +172,14 @@ def _paper_faithful(
     sr_weights: str | None = None,
     resolution: Resolution = "2x",
     tile_size: int | None = None,
+    sr_weights_sha256: str | None = None,
 ) -> Purifier:
     """The official code as it runs: denoise, save as JPEG, super-resolve, save as uint8 PNG.
 
     matplotlib's ``imsave`` truncates the float image to uint8 and writes a JPEG with PIL's
     default quality 75; EDSR-PyTorch rounds its output to uint8 before saving the PNG.
     """
-    sr, *policy = _sr_stages(sr_model, sr_weights, tile_size, resolution)
+    sr, *policy = _sr_stages(sr_model, sr_weights, tile_size, resolution, sr_weights_sha256)
     return Compose(
         WaveletDenoise(sigma=sigma, convert2ycbcr=True, legacy_sigma=True),
         UInt8Quantize("floor"),
@@ -213,8 +225,9 @@ def _sr(
     sr_weights: str | None = None,
     resolution: Resolution = "2x",
     tile_size: int | None = None,
+    sr_weights_sha256: str | None = None,
 ) -> Purifier:
-    stages = _sr_stages(sr_model, sr_weights, tile_size, resolution)
+    stages = _sr_stages(sr_model, sr_weights, tile_size, resolution, sr_weights_sha256)
     return Compose(*stages) if len(stages) > 1 else stages[0]
 
 
