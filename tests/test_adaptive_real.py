@@ -64,6 +64,8 @@ def test_bpda_pgd_breaks_jpeg_and_bit_depth(classifier: Any, defense: str) -> No
 
 
 def test_eot_pgd_beats_pgd_without_eot_on_random_resize_pad(classifier: Any) -> None:
+    # one PGD step: strong enough to show the difference, weak enough that a single draw's
+    # gradient does not already win everywhere (PGD-5 takes both to 0 on these photos)
     kw: dict[str, Any] = {
         "eps": [EPS],
         "setting": ["white-box"],
@@ -72,8 +74,8 @@ def test_eot_pgd_beats_pgd_without_eot_on_random_resize_pad(classifier: Any) -> 
         "card": False,
         "eval_draws": 4,
     }
-    plain = evaluate(classifier, ["random-resize-pad"], ["pgd:steps=5"], photos(10), eot_samples=1, **kw)
-    eot = evaluate(classifier, ["random-resize-pad"], ["pgd:steps=5"], photos(10), eot_samples=8, **kw)
+    plain = evaluate(classifier, ["random-resize-pad"], ["pgd:steps=1"], photos(10), eot_samples=1, **kw)
+    eot = evaluate(classifier, ["random-resize-pad"], ["pgd:steps=1"], photos(10), eot_samples=8, **kw)
     row_plain = plain.row("random-resize-pad", "pgd@4/255")
     row_eot = eot.row("random-resize-pad", "pgd@4/255")
     assert row_plain["draws"] == row_eot["draws"] == 4

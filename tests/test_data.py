@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import struct
+import warnings
 import zlib
 from pathlib import Path
 
@@ -100,6 +102,156 @@ def test_read_pixel_limit(tmp_path: Path) -> None:
     huge = tmp_path / "huge.png"
     _png_header_only(huge, 40_000, 40_000)
     _assert_read_error(huge, "too many pixels", max_pixels=None)
+
+
+def test_symlink_loop_and_broken_link_are_named(tmp_path: Path) -> None:
+    a, b, me = tmp_path / "a.png", tmp_path / "b.png", tmp_path / "me.png"
+    a.symlink_to(b)
+    b.symlink_to(a)
+    me.symlink_to(me)
+    _assert_read_error(a, "symbolic link loop")
+    _assert_read_error(me, "symbolic link loop")
+    dangling = tmp_path / "dangling.png"
+    dangling.symlink_to(tmp_path / "gone.png")
+    _assert_read_error(dangling, "broken symbolic link .*gone.png")
+    _assert_read_error(tmp_path / "missing.png", "file not found")
+
+
+def test_pixel_limit_message_names_the_options(tmp_path: Path) -> None:
+    small = tmp_path / "small.png"
+    Image.new("RGB", (10, 6)).save(small)
+    _assert_read_error(small, "max_pixels= in Python or --max-pixels on the command line", max_pixels=50)
+
+
+def _tiff_with_bad_tag_type() -> bytes:
+    """A TIFF whose StripOffsets entry (IFD entry 5) is re-typed as ASCII: Pillow's plugin then
+    raises TypeError ('str' object cannot be interpreted as an integer)."""
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((12, 16, 3), dtype=np.uint8)).save(buf, format="TIFF")
+    data = bytearray(buf.getvalue())
+    ifd = struct.unpack("<I", data[4:8])[0]
+    entry = ifd + 2 + 12 * 5
+    assert struct.unpack("<H", data[entry : entry + 2])[0] == 273  # StripOffsets
+    data[entry + 2 : entry + 4] = struct.pack("<H", 2)
+    return bytes(data)
+
+
+def test_decoder_exceptions_become_image_read_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad_tag.tif"
+    bad.write_bytes(_tiff_with_bad_tag_type())
+    _assert_read_error(bad, r"truncated or corrupt \(TypeError")
+
+
+def test_a_bug_in_this_package_is_not_swallowed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import srdefense.data.io as io_mod
+
+    good = tmp_path / "good.png"
+    Image.new("RGB", (4, 4)).save(good)
+
+    def buggy(im: Image.Image) -> np.ndarray:
+        raise TypeError("a bug in srdefense")
+
+    monkeypatch.setattr(io_mod, "_to_rgb_array", buggy)
+    with pytest.raises(TypeError, match="a bug in srdefense"):
+        read_image(good)
+
+
+def _fuzz_seeds() -> dict[str, bytes]:
+    """Small valid files of every format the reader is documented for (and a few variants)."""
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    im = Image.fromarray(rgb)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated: exercises exif_transpose
+    second = {"save_all": True, "append_images": [im.rotate(90).convert("P")]}
+    cases: list[tuple[str, Image.Image, str, dict]] = [
+        ("png", im, "PNG", {}),
+        ("png-rgba", Image.fromarray(np.dstack([rgb, rgb[:, :, :1]])), "PNG", {}),
+        ("png-palette-trns", im.convert("P"), "PNG", {"transparency": 3}),
+        ("png-16bit", Image.fromarray(rgb[:, :, 0].astype(np.uint16) * 257), "PNG", {}),
+        ("jpeg-exif", im, "JPEG", {"exif": exif.tobytes(), "quality": 90}),
+        ("jpeg-progressive", im, "JPEG", {"progressive": True}),
+        ("gif-2-frames", im.convert("P"), "GIF", second),
+        ("bmp", im, "BMP", {}),
+        ("tiff", im, "TIFF", {}),
+        ("tiff-lzw", im, "TIFF", {"compression": "tiff_lzw"}),
+        ("tiff-deflate", im, "TIFF", {"compression": "tiff_adobe_deflate"}),
+        ("tiff-float", Image.fromarray(rgb[:, :, 0].astype(np.float32) / 255), "TIFF", {}),
+        ("webp", im, "WEBP", {"quality": 80}),
+        ("webp-lossless", im, "WEBP", {"lossless": True}),
+        ("ppm", im, "PPM", {}),
+        ("tga", im, "TGA", {}),
+        ("ico", im, "ICO", {}),
+    ]
+    out = {}
+    for name, image, fmt, kw in cases:
+        buf = io.BytesIO()
+        image.save(buf, format=fmt, **kw)
+        out[name] = buf.getvalue()
+    return out
+
+
+def _mutate(data: bytes, rng: np.random.Generator) -> bytes:
+    b = bytearray(data)
+    op = rng.integers(0, 5)
+    if op == 0:  # a few bytes anywhere
+        for _ in range(rng.integers(1, 9)):
+            b[rng.integers(0, len(b))] ^= int(rng.integers(1, 256))
+    elif op == 1:  # header bytes set to boundary values
+        for _ in range(rng.integers(1, 5)):
+            b[rng.integers(0, min(len(b), 96))] = int(rng.choice([0, 1, 0x7F, 0x80, 0xFF]))
+    elif op == 2:  # truncated
+        b = b[: rng.integers(1, len(b))]
+    elif op == 3:  # a run of random bytes
+        i, n = rng.integers(0, len(b)), rng.integers(1, 32)
+        b[i : i + n] = rng.integers(0, 256, len(b[i : i + n]), dtype=np.uint8).tobytes()
+    else:  # a slice dropped or repeated
+        i = rng.integers(0, len(b))
+        j = min(len(b), i + rng.integers(1, 64))
+        b = b[:i] + (b[i:j] * 2 if rng.integers(0, 2) else b"") + b[j:]
+    return bytes(b)
+
+
+def _tiff_tag_mutations(data: bytes) -> list[bytes]:
+    """Each IFD entry of a TIFF re-typed (ASCII, RATIONAL, UNDEFINED, SRATIONAL, DOUBLE) and
+    re-counted: where Pillow's TIFF plugin raised TypeError."""
+    ifd = struct.unpack("<I", data[4:8])[0]
+    (n,) = struct.unpack("<H", data[ifd : ifd + 2])
+    out = []
+    for e in range(n):
+        entry = ifd + 2 + 12 * e
+        for typ in (2, 5, 7, 10, 12):
+            for count in (1, 3):
+                m = bytearray(data)
+                m[entry + 2 : entry + 8] = struct.pack("<HI", typ, count)
+                out.append(bytes(m))
+    return out
+
+
+def test_fuzzed_files_give_an_image_or_the_named_error(tmp_path: Path) -> None:
+    """Seeded byte mutations of small valid files of every format, and TIFF tag re-typing:
+    reading returns a valid image or raises ImageReadError naming the file, nothing else."""
+    seeds = _fuzz_seeds()
+    rng = np.random.default_rng(1234)
+    cases = [(f"{name}-{k}", _mutate(data, rng)) for name, data in seeds.items() for k in range(16)]
+    cases += [(f"tiff-tag-{k}", m) for k, m in enumerate(_tiff_tag_mutations(seeds["tiff"]))]
+    assert len(cases) >= 300
+    outcomes = {"image": 0, "error": 0}
+    for k, (name, data) in enumerate(cases):
+        path = tmp_path / f"{k:03d}-{name}.bin"
+        path.write_bytes(data)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # Pillow warns about some corrupt files
+                x = read_image(path, max_pixels=1_000_000)
+        except ImageReadError as exc:
+            assert exc.path == path and path.name in str(exc)
+            outcomes["error"] += 1
+            continue
+        assert x.dtype == torch.float32 and x.ndim == 3 and x.shape[0] == 3, name
+        assert torch.isfinite(x).all() and x.min() >= 0 and x.max() <= 1, name
+        outcomes["image"] += 1
+    assert outcomes["image"] > 20 and outcomes["error"] > 20, outcomes  # both paths exercised
 
 
 # ---------------------------------------------------------------- read_image: modes
@@ -228,6 +380,21 @@ def test_write_png_rejects_bad_input(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist"):
         write_png(tmp_path / "no" / "a.png", torch.rand(3, 4, 4))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_write_png_without_overwrite_keeps_an_existing_file(tmp_path: Path) -> None:
+    target = tmp_path / "a.png"
+    target.write_bytes(b"old")
+    with pytest.raises(FileExistsError, match="a.png exists"):
+        write_png(target, torch.zeros(3, 4, 4), overwrite=False)
+    assert target.read_bytes() == b"old"
+    (tmp_path / "dangling.png").symlink_to(tmp_path / "nowhere.png")
+    with pytest.raises(FileExistsError):
+        write_png(tmp_path / "dangling.png", torch.zeros(3, 4, 4), overwrite=False)
+    assert not (tmp_path / "nowhere.png").exists()
+    fresh = write_png(tmp_path / "b.png", torch.ones(3, 4, 4), overwrite=False)
+    assert torch.equal(read_image(fresh), torch.ones(3, 4, 4))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png", "dangling.png"]
 
 
 def test_write_png_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -46,12 +46,16 @@ def test_shape_range_and_input_untouched(name: str) -> None:
 
 @pytest.mark.parametrize("name", [n for n in NAMES if not _make(n).randomized])
 def test_batch_of_one_equals_the_row_in_a_batch_of_four(name: str) -> None:
-    d = _make(name).eval()
-    x = _images(4)
+    """Checked in float64, where the property is exact up to 1e-16 rounding. In float32 the
+    batched and unbatched kernels round differently per CPU, and a uint8 quantization step
+    (paper-faithful) turns that into a whole level (1/255, seen under ONEDNN_MAX_CPU_ISA=SSE41)."""
+    d = _make(name).eval().double()
+    x = _images(4).double()
     with torch.no_grad():
         batch = d(x)
         alone = d(x[2:3])
-    torch.testing.assert_close(alone[0], batch[2], rtol=0, atol=1e-5)
+    assert batch.dtype == torch.float64
+    torch.testing.assert_close(alone[0], batch[2], rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -9,6 +9,7 @@ Example:
     >>> model = srdefense.Defended(srdefense.paper_defense(), classifier)
 """
 
+from ._weights import weights_fingerprint
 from .data import load_dataset, read_image, write_png
 from .models import (
     ClassifierCfg,
@@ -66,6 +67,7 @@ __all__ = [
     "read_image",
     "set_precision",
     "super_resolve",
+    "weights_fingerprint",
     "wrap_classifier",
     "write_png",
 ]

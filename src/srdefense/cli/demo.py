@@ -33,8 +33,11 @@ def per_image_table(results: Any, defense: str = "paper", reference: str = "bicu
         pad_edge=False,
         padding=(0, 0, 0, 1),
     )
-    for col in ("sample", "true label", "no defense", defense, f"PSNR vs {reference} x2 (dB)"):
-        t.add_column(col, justify="right" if col.startswith("PSNR") else "left")
+    # sample ids are identifiers: never wrapped nor cut; the other columns wrap (fold), never cut
+    id_width = max([len("sample")] + [len(str(r.id)) for r in results.records])
+    t.add_column("sample", no_wrap=True, min_width=id_width, overflow="ignore")
+    for col in ("true label", "no defense", defense, f"PSNR vs {reference} x2 (dB)"):
+        t.add_column(col, justify="right" if col.startswith("PSNR") else "left", overflow="fold")
     for r in sorted(results.records, key=lambda r: r.index):
         label, plain, defended = r.label, r.clean["none"][0], r.clean[defense][0]
         ps = r.quality[defense].psnr

@@ -14,20 +14,25 @@ Every image comes out as a float32 tensor (3, H, W) in [0, 1], RGB, with these r
 - Animated/multi-page files (GIF, TIFF): the first frame.
 
 Every failure raises :class:`ImageReadError` (a ``ValueError``) naming the file: missing,
-empty, not an image, truncated or corrupt, or more pixels than ``max_pixels`` (checked from the
-header, before anything is decoded, against decompression bombs).
+a broken symbolic link or a link loop, unreadable, empty, not an image, truncated or corrupt
+(whatever exception Pillow's decoder raises), or more pixels than ``max_pixels`` (checked from
+the header, before anything is decoded, against decompression bombs).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
+import stat
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import PIL
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
@@ -77,6 +82,53 @@ def _to_rgb_array(im: Image.Image) -> np.ndarray:
     return np.asarray(im, dtype=np.float32) / 255.0
 
 
+def _file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be opened as a regular file, or ``None`` if it can be."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():
+            return f"broken symbolic link (it points to {os.readlink(path)}, which does not exist)"
+        return "file not found"
+    except PermissionError:
+        return "permission denied (cannot look up the file)"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symbolic link loop (the link points, directly or not, to itself)"
+        if exc.errno == errno.ENAMETOOLONG:
+            return "file name too long"
+        return f"cannot access the file ({exc.strerror or exc})"
+    except ValueError as exc:  # e.g. an embedded NUL byte in the name
+        return f"invalid file name ({exc})"
+    if stat.S_ISDIR(st.st_mode):
+        return "not a regular file (a directory)"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
+    if st.st_size == 0:
+        return "the file is empty"
+    return None
+
+
+_PIL_DIR = os.path.dirname(os.path.abspath(PIL.__file__)) + os.sep
+
+
+def _raised_by_decoder(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised inside Pillow (its decoders) rather than in this package.
+
+    Pillow's plugins raise whatever a malformed file provokes (``TypeError``, ``IndexError``,
+    ``struct.error``, ``ZeroDivisionError``...), so every exception from a frame of Pillow is a
+    property of the file. An exception raised in this package's own code is a bug and is not
+    turned into a per-file error.
+    """
+    if isinstance(exc, (OSError, EOFError, SyntaxError)):
+        return True  # I/O and Pillow's "not/broken image" errors, wherever raised
+    tb = exc.__traceback__
+    last = None
+    while tb is not None:
+        last, tb = tb, tb.tb_next
+    return last is not None and os.path.abspath(last.tb_frame.f_code.co_filename).startswith(_PIL_DIR)
+
+
 def read_image(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Tensor:
     """Read an image file as a float32 RGB tensor (3, H, W) in [0, 1].
 
@@ -90,8 +142,10 @@ def read_image(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS)
         The image, upright (EXIF orientation applied), alpha composited on white.
 
     Raises:
-        ImageReadError: naming the file when it is missing, empty, not an image, truncated,
-            corrupt, or too large.
+        ImageReadError: naming the file when it is missing (or a broken link, or a link loop),
+            not readable, empty, not an image, truncated, corrupt, or too large. Whatever
+            exception Pillow raises on a malformed file becomes this error; an exception raised
+            by this package's own code is a bug and propagates unchanged.
 
     Example:
         >>> from srdefense.data import embedded_samples
@@ -99,13 +153,17 @@ def read_image(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS)
         torch.Size([3, 512, 512])
     """
     path = Path(path)
-    if not path.exists():
-        raise ImageReadError(path, "file not found")
-    if not path.is_file():
-        raise ImageReadError(path, "not a regular file")
-    if path.stat().st_size == 0:
-        raise ImageReadError(path, "the file is empty")
-    return _decode(path, path, max_pixels)
+    problem = _file_problem(path)
+    if problem is not None:
+        raise ImageReadError(path, problem)
+    try:
+        f = open(path, "rb")  # closed once Pillow has read it
+    except PermissionError:
+        raise ImageReadError(path, "permission denied") from None
+    except OSError as exc:
+        raise ImageReadError(path, f"cannot open the file ({exc.strerror or exc})") from None
+    with f:
+        return _decode(f, path, max_pixels)
 
 
 def decode_image(
@@ -132,7 +190,8 @@ def decode_image(
     return _decode(io.BytesIO(data), name, max_pixels)
 
 
-def _decode(source: Path | io.BytesIO, path: str | Path, max_pixels: int | None) -> Tensor:
+def _decode(source: Any, path: str | Path, max_pixels: int | None) -> Tensor:
+    """Decode an open binary file; every exception Pillow raises on it becomes :class:`ImageReadError`."""
     try:
         with warnings.catch_warnings():
             # the explicit max_pixels check below replaces Pillow's warning
@@ -151,15 +210,22 @@ def _decode(source: Path | io.BytesIO, path: str | Path, max_pixels: int | None)
                     raise ImageTooLargeError(
                         path,
                         f"{w}x{h} = {w * h} pixels exceeds max_pixels={max_pixels} "
-                        "(a guard against decompression bombs; pass a larger max_pixels to allow it)",
+                        "(a guard against decompression bombs; raise the limit with max_pixels= "
+                        "in Python or --max-pixels on the command line)",
                     )
                 im.load()
                 im = ImageOps.exif_transpose(im)
                 arr = _to_rgb_array(im)
     except ImageReadError:
         raise
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(path, f"too many pixels ({exc})") from None
+    except Exception as exc:
+        if not _raised_by_decoder(exc):
+            raise
         raise ImageReadError(path, f"truncated or corrupt ({type(exc).__name__}: {exc})") from exc
+    if not np.isfinite(arr).all():
+        raise ImageReadError(path, "corrupt: the decoded pixels contain NaN or infinite values")
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
 
 
@@ -210,17 +276,37 @@ def _default_file_mode() -> int:
     return 0o666 & ~umask
 
 
-def write_png(path: str | Path, image: Tensor) -> Path:
+def _move_no_replace(src: str, dst: Path) -> None:
+    """Move ``src`` to ``dst`` unless ``dst`` exists (:class:`FileExistsError`).
+
+    Atomic where the file system has hard links.
+    """
+    try:
+        os.link(src, dst)  # fails with FileExistsError if dst exists, whatever its type
+    except FileExistsError:
+        raise FileExistsError(f"{dst} exists (not replaced)") from None
+    except OSError:  # no hard links here (e.g. FAT, some network file systems): check, then move
+        if os.path.lexists(dst):
+            raise FileExistsError(f"{dst} exists (not replaced)") from None
+        os.replace(src, dst)
+        return
+    os.unlink(src)
+
+
+def write_png(path: str | Path, image: Tensor, *, overwrite: bool = True) -> Path:
     """Write a float image (3, H, W) or (1, H, W) in [0, 1] as an 8-bit PNG, atomically.
 
     Values are clamped to [0, 1] and rounded to the nearest of the 256 levels
     (:func:`to_uint8`). The PNG is written to a temporary file in the same folder and moved
     into place with ``os.replace``: a failure leaves no partial file and does not touch an
-    existing file at ``path``.
+    existing file at ``path``. With ``overwrite=False`` the move is a hard link, which fails if
+    ``path`` exists, so an existing file is never replaced, even by a concurrent writer.
 
     Args:
         path: the destination (its folder must exist).
         image: the image tensor, any device.
+        overwrite: replace an existing file at ``path``; ``False`` raises
+            :class:`FileExistsError` instead.
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
@@ -229,6 +315,7 @@ def write_png(path: str | Path, image: Tensor) -> Path:
         TypeError: if ``image`` is not a floating-point tensor.
         ValueError: if its shape is not (3, H, W) or (1, H, W), or it contains NaN.
         FileNotFoundError: if the destination folder does not exist.
+        FileExistsError: if ``overwrite`` is false and ``path`` exists.
     """
     path = Path(path)
     if not isinstance(image, Tensor):
@@ -240,6 +327,8 @@ def write_png(path: str | Path, image: Tensor) -> Path:
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise FileNotFoundError(f"cannot write {path}: folder {folder} does not exist")
+    if not overwrite and os.path.lexists(path):
+        raise FileExistsError(f"{path} exists (not replaced)")
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -247,7 +336,10 @@ def write_png(path: str | Path, image: Tensor) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp_name, _default_file_mode())  # mkstemp creates 0600; use the umask's mode
-        os.replace(tmp_name, path)
+        if overwrite:
+            os.replace(tmp_name, path)
+        else:
+            _move_no_replace(tmp_name, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp_name)

@@ -19,7 +19,7 @@ from typing import Any
 
 from torch import nn
 
-from .._weights import WeightsError, load_state_dict
+from .._weights import WeightsError, load_weights, mark_weights
 from .normalize import NormalizedClassifier
 from .registry import ClassifierCfg, ClassifierLoadError
 
@@ -50,24 +50,30 @@ def _import_optional(module: str, dist: str, spec: str) -> ModuleType:
         ) from exc
 
 
-def _load_weights_into(model: nn.Module, weights: str | Path, what: str) -> None:
-    state = load_state_dict(weights, None)
+def _load_weights_into(model: nn.Module, weights: str | Path, what: str, sha256: str | None = None) -> str:
+    """Load ``weights`` (checked against ``sha256`` if given) into ``model``; return the digest."""
+    state, digest = load_weights(weights, sha256)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise WeightsError(f"{weights} does not fit {what}: {exc}") from exc
+    mark_weights(model, weights, digest, sha256)
+    return digest
 
 
 def _label_set(num_classes: int) -> str:
     return "imagenet" if num_classes == 1000 else f"{num_classes} classes"
 
 
-def timm_classifier(name: str, *, weights: str | Path | None = None) -> NormalizedClassifier:
+def timm_classifier(
+    name: str, *, weights: str | Path | None = None, weights_sha256: str | None = None
+) -> NormalizedClassifier:
     """A timm model with its pretrained weights (``timm.create_model(name, pretrained=True)``).
 
     Args:
         name: the timm model name, optionally with a pretrained tag (``resnet50.a1_in1k``).
         weights: a local weight file to load instead of downloading the pretrained ones.
+        weights_sha256: pin for ``weights`` (full digest or >= 8 hex digits).
 
     Returns:
         The classifier, normalisation from the model's ``pretrained_cfg``.
@@ -82,8 +88,9 @@ def timm_classifier(name: str, *, weights: str | Path | None = None) -> Normaliz
         model = timm.create_model(name, pretrained=weights is None)
     except Exception as exc:
         raise ClassifierLoadError(f"timm cannot build {name!r}: {type(exc).__name__}: {exc}") from exc
+    digest = None
     if weights is not None:
-        _load_weights_into(model, weights, f"timm model {name!r}")
+        digest = _load_weights_into(model, weights, f"timm model {name!r}", weights_sha256)
     pc: Any = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
     if not isinstance(pc, dict):
         pc = pc.to_dict() if hasattr(pc, "to_dict") else vars(pc)
@@ -98,6 +105,7 @@ def timm_classifier(name: str, *, weights: str | Path | None = None) -> Normaliz
         else f"timm {name} with weights {weights}",
         license=str(pc.get("license", "see the model card")),
         weights_file=None if weights is None else str(weights),
+        sha256=digest,
         input_size=tuple(int(v) for v in pc.get("input_size", (3, 224, 224))),  # type: ignore[arg-type]
         mean=tuple(float(v) for v in pc.get("mean", (0.485, 0.456, 0.406))),  # type: ignore[arg-type]
         std=tuple(float(v) for v in pc.get("std", (0.229, 0.224, 0.225))),  # type: ignore[arg-type]
@@ -110,13 +118,16 @@ def timm_classifier(name: str, *, weights: str | Path | None = None) -> Normaliz
     return NormalizedClassifier(model, cfg)
 
 
-def torchvision_classifier(name: str, *, weights: str | Path | None = None) -> NormalizedClassifier:
+def torchvision_classifier(
+    name: str, *, weights: str | Path | None = None, weights_sha256: str | None = None
+) -> NormalizedClassifier:
     """A torchvision model with its default weights (``get_model(name, weights="DEFAULT")``).
 
     Args:
         name: the torchvision model name (``resnet50``, ``inception_v3``, ...).
         weights: a local weight file to load instead of downloading the default ones (the
             preprocessing metadata still comes from the default weights).
+        weights_sha256: pin for ``weights`` (full digest or >= 8 hex digits).
 
     Returns:
         The classifier, normalisation from the weights' ``transforms()``.
@@ -132,8 +143,9 @@ def torchvision_classifier(name: str, *, weights: str | Path | None = None) -> N
         model = tvm.get_model(name, weights=w if weights is None else None)
     except Exception as exc:
         raise ClassifierLoadError(f"torchvision cannot build {name!r}: {type(exc).__name__}: {exc}") from exc
+    digest = None
     if weights is not None:
-        _load_weights_into(model, weights, f"torchvision model {name!r}")
+        digest = _load_weights_into(model, weights, f"torchvision model {name!r}", weights_sha256)
     t = w.transforms()
     crop = int(t.crop_size[0])
     resize = int(t.resize_size[0])
@@ -146,6 +158,7 @@ def torchvision_classifier(name: str, *, weights: str | Path | None = None) -> N
         source=f"torchvision: {w.url}" if weights is None else f"torchvision {name} with weights {weights}",
         license="BSD-3-Clause (torchvision); weights: see the torchvision model documentation",
         weights_file=None if weights is None else str(weights),
+        sha256=digest,
         input_size=(3, crop, crop),
         mean=tuple(float(v) for v in t.mean),  # type: ignore[arg-type]
         std=tuple(float(v) for v in t.std),  # type: ignore[arg-type]
@@ -187,7 +200,9 @@ def _import_user_module(spec: str, module_part: str) -> tuple[ModuleType, str]:
         ) from exc
 
 
-def user_classifier(spec: str, *, weights: str | Path | None = None) -> NormalizedClassifier:
+def user_classifier(
+    spec: str, *, weights: str | Path | None = None, weights_sha256: str | None = None
+) -> NormalizedClassifier:
     """A user model from ``path/to/module.py:factory`` or ``package.module:factory``.
 
     ``factory()`` is called without arguments and returns an ``nn.Module``: either a network
@@ -199,6 +214,7 @@ def user_classifier(spec: str, *, weights: str | Path | None = None) -> Normaliz
     Args:
         spec: ``MODULE:FACTORY``.
         weights: a state-dict file for the network.
+        weights_sha256: pin for ``weights`` (full digest or >= 8 hex digits).
 
     Returns:
         The classifier.
@@ -253,6 +269,7 @@ def user_classifier(spec: str, *, weights: str | Path | None = None) -> Normaliz
             max_input="depends on the architecture",
         )
     if weights is not None:
-        _load_weights_into(net, weights, f"the model of factory {factory_name!r} in {where}")
-        cfg = dataclasses.replace(cfg, weights_file=str(weights))
+        what = f"the model of factory {factory_name!r} in {where}"
+        digest = _load_weights_into(net, weights, what, weights_sha256)
+        cfg = dataclasses.replace(cfg, weights_file=str(weights), sha256=digest)
     return NormalizedClassifier(net, cfg)

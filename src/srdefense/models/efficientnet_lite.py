@@ -20,7 +20,7 @@ from pathlib import Path
 
 from torch import nn
 
-from .._weights import WeightsError, load_state_dict
+from .._weights import WeightsError, load_weights, mark_weights
 from .registry import ClassifierCfg, ClassifierLoadError, register_classifier
 
 _SOURCE = (
@@ -67,7 +67,8 @@ def build_efficientnet_lite(cfg: ClassifierCfg, weights_path: Path | None) -> nn
 
     Args:
         cfg: the registered metadata (``architecture`` is the TensorFlow model name).
-        weights_path: ``None`` for the pinned default file, or a user file (not pinned).
+        weights_path: ``None`` for the pinned default file, or a user file (pinned by
+            ``cfg.sha256`` when that is set).
 
     Returns:
         The network (expects inputs normalised with ``cfg.mean``/``cfg.std``), eval mode.
@@ -81,17 +82,13 @@ def build_efficientnet_lite(cfg: ClassifierCfg, weights_path: Path | None) -> nn
         ) from exc
     # image_size=None selects dynamic "same" padding: any input size works.
     net = EfficientNet.from_name(cfg.architecture, image_size=None)
-    if weights_path is None:
-        path = cfg.weights_path()
-        state = load_state_dict(path, cfg.sha256)
-    else:
-        path = Path(weights_path)
-        state = load_state_dict(path, None)
+    path = cfg.weights_path() if weights_path is None else Path(weights_path)
+    state, digest = load_weights(path, cfg.sha256)  # the default pin, or the user's (None: unpinned)
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise WeightsError(f"{path} does not fit {cfg.name}: {exc}") from exc
-    return net.eval()
+    return mark_weights(net, path, digest, cfg.sha256).eval()
 
 
 for _name, _arch, _pkg, _file, _sha, _res, _top1 in _VARIANTS:

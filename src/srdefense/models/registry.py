@@ -16,6 +16,7 @@ Besides registered names, :func:`create_classifier` accepts three spec forms:
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ import torch
 from torch import nn
 
 from .._registry import Registry
+from .._weights import sha256_file, verify_sha256, weights_fingerprint
 from .normalize import NormalizedClassifier, _triple
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -130,7 +132,10 @@ def register_classifier(cfg: ClassifierCfg) -> Callable[[Builder], Builder]:
     """Decorator registering ``build(cfg, weights_path) -> nn.Module`` under ``cfg.name``.
 
     ``weights_path`` is ``None`` for the default weights (the builder then loads
-    ``cfg.weights_path()`` checking ``cfg.sha256``) or a user-given file (loaded without the pin).
+    ``cfg.weights_path()`` checking ``cfg.sha256``) or a user-given file; then
+    ``cfg.weights_file`` is that file and ``cfg.sha256`` its user pin (``None``: unpinned). A
+    builder that loads with :func:`srdefense._weights.load_weights` and records the digest
+    with ``mark_weights`` lets the classifier report exactly which bytes it loaded.
 
     Example:
         >>> @register_classifier(ClassifierCfg(name="tiny", architecture="cnn",  # doctest: +SKIP
@@ -233,6 +238,7 @@ def create_classifier(
     name: str,
     *,
     weights: str | Path | None = None,
+    weights_sha256: str | None = None,
     device: torch.device | str | None = None,
 ) -> NormalizedClassifier:
     """Build a classifier: eval mode, float [0, 1] NCHW input, logits output, ``.cfg`` attached.
@@ -241,8 +247,12 @@ def create_classifier(
         name: a registered name (see :func:`list_classifiers`), ``timm:NAME``,
             ``torchvision:NAME``, or ``module.py:factory`` / ``package.module:factory``.
         weights: a weight file (``.safetensors`` or a torch state dict, read with
-            ``weights_only=True``) to load instead of the default ones. For registered
-            classifiers the sha256 pin applies only to the default file.
+            ``weights_only=True``) to load instead of the default ones. The registered
+            default files are pinned; a user file is pinned by ``weights_sha256``. Either way
+            ``model.cfg.weights_file``/``model.cfg.sha256`` then name that file and the sha256
+            of the bytes loaded (also in :func:`srdefense.weights_fingerprint`).
+        weights_sha256: pin for ``weights`` (full digest or >= 8 hex digits); a mismatch
+            raises ``WeightsError`` naming the file and both digests.
         device: move the classifier there.
 
     Returns:
@@ -262,14 +272,30 @@ def create_classifier(
 
     if not isinstance(name, str) or not name:
         raise TypeError(f"name: expected a non-empty string, got {name!r}")
+    if weights_sha256 is not None and weights is None:
+        raise ValueError("weights_sha256: pins the file given as weights, and none was given")
     if name.startswith("timm:"):
-        model = adapters.timm_classifier(name[len("timm:") :], weights=weights)
+        model = adapters.timm_classifier(name[len("timm:") :], weights=weights, weights_sha256=weights_sha256)
     elif name.startswith("torchvision:"):
-        model = adapters.torchvision_classifier(name[len("torchvision:") :], weights=weights)
+        model = adapters.torchvision_classifier(
+            name[len("torchvision:") :], weights=weights, weights_sha256=weights_sha256
+        )
     elif name in CLASSIFIERS or ":" not in name:
         entry = CLASSIFIERS.get(name)
-        net = entry.build(entry.cfg, None if weights is None else Path(weights))
-        model = NormalizedClassifier(net, entry.cfg, channels_last=entry.cfg.channels_last)
+        cfg = entry.cfg
+        if weights is None:
+            net = entry.build(cfg, None)
+        else:
+            # the builder sees the user file and its pin (None: unpinned) in cfg
+            user = {"weights_package": None, "weights_file": str(weights), "sha256": weights_sha256}
+            cfg = dataclasses.replace(cfg, **user)
+            if weights_sha256 is not None:
+                verify_sha256(weights, weights_sha256)  # also for builders that ignore cfg.sha256
+            net = entry.build(cfg, Path(weights))
+            marks = weights_fingerprint(net)
+            digest = marks[0]["sha256"] if len(marks) == 1 else sha256_file(weights)
+            cfg = dataclasses.replace(cfg, sha256=digest)
+        model = NormalizedClassifier(net, cfg, channels_last=cfg.channels_last)
     else:
-        model = adapters.user_classifier(name, weights=weights)
+        model = adapters.user_classifier(name, weights=weights, weights_sha256=weights_sha256)
     return _finish(model, device)  # type: ignore[return-value]

@@ -67,10 +67,14 @@ def _sr_stages(
     sr_weights: str | Path | None,
     tile_size: int | None,
     resolution: str,
+    sr_weights_sha256: str | None = None,
     precision: str = "fp32",
 ) -> list[Purifier]:
     """Super-resolution followed by the resolution policy's stage (if any)."""
-    sr = SuperResolve(sr_model, weights=sr_weights, tile_size=tile_size, precision=precision)
+    if sr_weights_sha256 is not None and sr_weights is None:
+        raise ValueError("sr_weights_sha256: pins the file given as sr_weights, and none was given")
+    pin = {} if sr_weights_sha256 is None else {"sha256": sr_weights_sha256}
+    sr = SuperResolve(sr_model, weights=sr_weights, tile_size=tile_size, precision=precision, **pin)
     return [sr, *_resolution_stage(resolution, sr.scale)]
 
 
@@ -89,6 +93,7 @@ def paper_defense(
     precision: str = "fp32",
     denoiser: str = "wavelet",
     denoiser_weights: str | Path | None = None,
+    sr_weights_sha256: str | None = None,
 ) -> Compose:
     """The paper's defense: wavelet denoising, then super-resolution x2.
 
@@ -107,7 +112,8 @@ def paper_defense(
         sr_model: super-resolution backend (``srdefense list sr``); the paper used EDSR-baseline,
             the embedded default is waifu2x ``upconv7`` (EDSR weights are loaded from
             ``sr_weights`` when given).
-        sr_weights: weight file for the backend (required for ``edsr``).
+        sr_weights: weight file for the backend (required for ``edsr``). The module that
+            loads it records the file's sha256 (:func:`srdefense.weights_fingerprint`).
         resolution: ``"2x"`` classifies the 2x image (the paper); ``"native"`` resizes it back
             to the input size with antialiasing.
         tile_size: process super-resolution in tiles of this many input pixels.
@@ -117,6 +123,8 @@ def paper_defense(
             ``denoiser_weights`` replaces it), ``"wavelet+spandrel"`` (the learned denoiser
             follows it) or ``"none"``; see :mod:`srdefense.purification.learned_denoise`.
         denoiser_weights: checkpoint of the learned denoiser (DnCNN, DRUNet, SCUNet, FBCNN).
+        sr_weights_sha256: pin for ``sr_weights`` (full digest or >= 8 hex digits); a file
+            with another digest raises ``WeightsError`` naming the file and both digests.
 
     Returns:
         A :class:`Compose` purifier; differentiable end to end.
@@ -137,7 +145,8 @@ def paper_defense(
         )
 
     denoise = denoising_stages(denoiser, denoiser_weights, wd)
-    return Compose(*denoise, *_sr_stages(sr_model, sr_weights, tile_size, resolution, precision))
+    sr_stages = _sr_stages(sr_model, sr_weights, tile_size, resolution, sr_weights_sha256, precision)
+    return Compose(*denoise, *sr_stages)
 
 
 @register_defense(
@@ -168,6 +177,7 @@ def _paper_faithful(
     sr_weights: str | None = None,
     resolution: Resolution = "2x",
     tile_size: int | None = None,
+    sr_weights_sha256: str | None = None,
     precision: str = "fp32",
 ) -> Purifier:
     """The official code as it runs: denoise, save as JPEG, super-resolve, save as uint8 PNG.
@@ -175,7 +185,7 @@ def _paper_faithful(
     matplotlib's ``imsave`` truncates the float image to uint8 and writes a JPEG with PIL's
     default quality 75; EDSR-PyTorch rounds its output to uint8 before saving the PNG.
     """
-    sr, *policy = _sr_stages(sr_model, sr_weights, tile_size, resolution, precision)
+    sr, *policy = _sr_stages(sr_model, sr_weights, tile_size, resolution, sr_weights_sha256, precision)
     return Compose(
         WaveletDenoise(sigma=sigma, convert2ycbcr=True, legacy_sigma=True),
         UInt8Quantize("floor"),
@@ -221,9 +231,10 @@ def _sr(
     sr_weights: str | None = None,
     resolution: Resolution = "2x",
     tile_size: int | None = None,
+    sr_weights_sha256: str | None = None,
     precision: str = "fp32",
 ) -> Purifier:
-    stages = _sr_stages(sr_model, sr_weights, tile_size, resolution, precision)
+    stages = _sr_stages(sr_model, sr_weights, tile_size, resolution, sr_weights_sha256, precision)
     return Compose(*stages) if len(stages) > 1 else stages[0]
 
 

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from .._registry import Registry
 from .._validation import check_image_batch
-from .._weights import WeightsError, load_state_dict
+from .._weights import WeightsError, load_weights, mark_weights
 from .base import Purifier
 from .precision import autocast_for, check_precision, resolve_precision
 from .sr_models.edsr import EDSR_PUBLIC_FILES, EDSR_URL, edsr_from_state_dict, sha256_from_name
@@ -122,8 +122,8 @@ SR_MODELS: Registry[SRModelInfo] = Registry("super-resolution model")
 
 
 @functools.lru_cache(maxsize=16)
-def _read_cached(path: str, sha256: str | None, mtime_ns: int, size: int) -> dict[str, Tensor]:
-    return load_state_dict(path, sha256)
+def _read_cached(path: str, sha256: str | None, mtime_ns: int, size: int) -> tuple[dict[str, Tensor], str]:
+    return load_weights(path, sha256)
 
 
 def cached_state_dict(path: str | Path, sha256: str | None = None) -> dict[str, Tensor]:
@@ -141,11 +141,25 @@ def cached_state_dict(path: str | Path, sha256: str | None = None) -> dict[str, 
     Returns:
         A new dict (sharing the cached tensors).
     """
+    return cached_weights(path, sha256)[0]
+
+
+def cached_weights(path: str | Path, sha256: str | None = None) -> tuple[dict[str, Tensor], str]:
+    """:func:`cached_state_dict` and the sha256 of the bytes the tensors were read from.
+
+    Args:
+        path: the weight file.
+        sha256: pinned digest or prefix (>= 8 hex digits); ``None`` skips the check.
+
+    Returns:
+        ``(state_dict, sha256_hex)``; the dict is new, the tensors shared.
+    """
     p = Path(path).resolve()
     if not p.is_file():
         raise WeightsError(f"weight file not found: {path}")
     st = os.stat(p)
-    return dict(_read_cached(str(p), sha256, st.st_mtime_ns, st.st_size))
+    sd, digest = _read_cached(str(p), sha256, st.st_mtime_ns, st.st_size)
+    return dict(sd), digest
 
 
 # ----------------------------------------------------------------------------- backends
@@ -204,6 +218,8 @@ def _make_upconv7(
         raise ValueError(f"upconv7: noise={noise!r} and noise_level={noise_level!r} disagree; give one")
     noise_level = noise if noise is not None else noise_level
     if weights is None:
+        if sha256 is not None:
+            raise ValueError("upconv7: sha256 pins a weights=PATH file; the shipped files are pinned already")
         if noise_level not in UPCONV7_WEIGHTS:
             raise ValueError(f"upconv7 noise (noise_level): expected none, 0, 1, 2 or 3, got {noise_level!r}")
         fname, pin = UPCONV7_WEIGHTS[noise_level]
@@ -211,7 +227,7 @@ def _make_upconv7(
     elif noise_level is not None:
         raise ValueError("upconv7: give either weights=PATH or noise, not both")
     net = UpConv7(padding=padding, channel_order=channel_order)  # type: ignore[arg-type]
-    sd = cached_state_dict(weights, sha256)
+    sd, digest = cached_weights(weights, sha256)
     missing = sorted(set(net.state_dict()) - set(sd))
     unexpected = sorted(set(sd) - set(net.state_dict()))
     if missing or unexpected:
@@ -219,7 +235,7 @@ def _make_upconv7(
             f"{weights} is not an upconv7 weight file: missing keys {missing}, unexpected keys {unexpected}"
         )
     net.load_state_dict(sd)
-    return net.eval()
+    return mark_weights(net, weights, digest, sha256).eval()
 
 
 def _make_edsr(
@@ -239,8 +255,9 @@ def _make_edsr(
             f"{EDSR_URL}; known files: {known}. BasicSR EDSR .pth files are accepted too"
         )
     pin = sha256 if sha256 is not None else sha256_from_name(weights)
-    sd = cached_state_dict(weights, pin)
-    return edsr_from_state_dict(sd, source=weights, scale=scale, res_scale=res_scale)
+    sd, digest = cached_weights(weights, pin)
+    net = edsr_from_state_dict(sd, source=weights, scale=scale, res_scale=res_scale)
+    return mark_weights(net, weights, digest, pin)
 
 
 def _make_interp(mode: str) -> Callable[..., nn.Module]:

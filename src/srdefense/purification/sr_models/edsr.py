@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..._weights import WeightsError, load_state_dict
+from ..._weights import WeightsError, load_weights, mark_weights
 
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
 
@@ -246,8 +246,10 @@ def load_edsr(
         >>> net = load_edsr("edsr_baseline_x2-1bc95232.pt")  # doctest: +SKIP
     """
     pin = sha256 if sha256 is not None else sha256_from_name(path)
-    sd = load_state_dict(path, pin)
-    return edsr_from_state_dict(sd, source=path, scale=scale, res_scale=res_scale)
+    sd, digest = load_weights(path, pin)
+    net = edsr_from_state_dict(sd, source=path, scale=scale, res_scale=res_scale)
+    mark_weights(net, path, digest, pin)
+    return net
 
 
 def edsr_from_state_dict(
