@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 TORCH_INDEX_ARG := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
 
-.PHONY: demo test test-kernels lint install install-test clean
+.PHONY: demo test test-kernels lint install install-test install-bench clean
 
 $(VENV)/.torch:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,13 @@ $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
 	# Headless Chromium for the HTML report and service page tests (Debian package; needs root, as on CI).
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium fonts-dejavu-core) || echo "no chromium: the browser test will be skipped"
 	touch $@
+
+# benchmark-only extra (onnxruntime, the reference of benchmarks/bench_sr_onnx.py)
+$(VENV)/.installed-bench: $(VENV)/.installed-test pyproject.toml
+	$(PIP) install -e ".[bench]"
+	touch $@
+
+install-bench: $(VENV)/.installed-bench
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test

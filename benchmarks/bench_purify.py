@@ -10,7 +10,11 @@ makes large temporaries page-fault on some runs and not others: a bimodal time),
 allocator tuning that the ``srdefense`` command applies to its own process
 (:mod:`srdefense._malloc`); (b) is measured after the tuning.
 
-Run: ``.venv/bin/python benchmarks/bench_purify.py``
+``--unlucky-allocator`` runs (a) only, with glibc's thresholds pinned at their smallest (every
+large temporary freshly mmapped), the state that made the time bimodal before the wavelet code
+reused its buffers.
+
+Run: ``.venv/bin/python benchmarks/bench_purify.py [--unlucky-allocator]``
 """
 
 from __future__ import annotations
@@ -26,14 +30,36 @@ from bench_wavelet import bench_wavelet  # noqa: E402
 from srdefense._malloc import tune_malloc  # noqa: E402
 
 
+def _unlucky_allocator() -> bool:
+    """Fix glibc's mmap and trim thresholds at 128 KiB: every large temporary is mmapped afresh.
+
+    This is the slow state that glibc's adaptive thresholds may or may not leave a process in;
+    forcing it shows what the wavelet code costs when the allocator does not help at all.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    libc = ctypes.CDLL(name)
+    return libc.mallopt(-3, 128 * 1024) == 1 and libc.mallopt(-1, 128 * 1024) == 1
+
+
 def main() -> None:
-    for label in ("default allocator", "allocator tuned as by the srdefense command"):
+    labels = ("default allocator", "allocator tuned as by the srdefense command")
+    if "--unlucky-allocator" in sys.argv:
+        labels = ("glibc thresholds fixed at 128 KiB (the worst case of the default allocator)",)
+        print(f"    (applied: {_unlucky_allocator()})")
+    for label in labels:
         if label.startswith("allocator tuned"):
             print(f"    (tuning applied: {tune_malloc()})")
         w = bench_wavelet(n=64, size=224)
         print(f"(a) wavelet denoising, 64 photos 224x224, 2 threads, {label}")
         for k, v in w.items():
             print(f"    {k}: {v:.4g}" if isinstance(v, float) else f"    {k}: {v}")
+    if "--unlucky-allocator" in sys.argv:
+        return
     s = bench_upconv7(batch=4, size=224, threads=2)
     print("(b) upconv7 x2 throughput vs fp32 GEMM, 2 threads")
     for k, v in s.items():

@@ -569,3 +569,24 @@ def test_autograd_path_equals_the_in_place_inference_path(mode, method):
     slow = denoise_wavelet(x, **kw)
     assert torch.equal(slow.detach(), fast)
     assert torch.equal(x.detach(), img)  # the input is never modified
+
+
+def test_blocked_path_reuses_buffers_and_equals_per_image(monkeypatch):
+    """The CPU blocks share one workspace (no per-block temporaries); results stay per image."""
+    x = torch.rand(5, 3, 30, 26, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    kw = dict(sigma=0.01, convert2ycbcr=True, legacy_sigma=True, clip=True)
+    singles = torch.cat([denoise_wavelet(x[i : i + 1], **kw) for i in range(5)])
+    created = []
+    real_empty = W._ws_empty
+
+    def counting(ws, key, shape, like):
+        if ws is not None and (key, shape, like.dtype, like.device) not in ws:
+            created.append(key)
+        return real_empty(ws, key, shape, like)
+
+    monkeypatch.setattr(W, "_ws_empty", counting)
+    monkeypatch.setattr(W, "_CPU_CHUNK_ELEMENTS", 2 * 3 * 30 * 26)  # blocks of 2, 2, 1
+    blocked = denoise_wavelet(x, **kw)
+    torch.testing.assert_close(blocked, singles, atol=1e-12, rtol=0)
+    # one set of buffers for the blocks of 2 and one for the last block of 1, not one per block
+    assert created and len(created) == 2 * len(set(created))

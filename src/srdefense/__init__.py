@@ -34,6 +34,8 @@ from .purification import (
     list_defenses,
     list_sr_models,
     paper_defense,
+    precision_fidelity,
+    set_precision,
     super_resolve,
 )
 
@@ -61,7 +63,9 @@ __all__ = [
     "list_sr_models",
     "load_dataset",
     "paper_defense",
+    "precision_fidelity",
     "read_image",
+    "set_precision",
     "super_resolve",
     "weights_fingerprint",
     "wrap_classifier",

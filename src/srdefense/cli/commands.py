@@ -15,6 +15,11 @@ from ..data.io import DEFAULT_MAX_PIXELS
 from ._app import app
 from ._common import console, err_console, fail, print_json, progress_bar, resolve_device
 
+PRECISION_HELP = (
+    "Super-resolution arithmetic: fp32, bf16, fp16 or auto (bf16 where the CPU has AVX512-BF16/AMX "
+    "or on CUDA, else fp32)."
+)
+
 
 def build_defense(
     spec: str,
@@ -24,6 +29,7 @@ def build_defense(
     denoiser: str | None = None,
     denoiser_weights: Path | None = None,
     sr_weights_sha256: str | None = None,
+    precision: str = "fp32",
 ) -> Any:
     """Create a defense from ``--defense`` and the SR / denoiser options, with CLI-grade errors.
 
@@ -46,6 +52,7 @@ def build_defense(
             wanted = {"sr_model": sr, "sr_weights": str(sr_weights) if sr_weights else None}
             wanted["sr_weights_sha256"] = sr_weights_sha256
             wanted["tile_size"] = tile_size
+            wanted["precision"] = precision if precision != "fp32" else None
             wanted["denoiser"] = denoiser
             wanted["denoiser_weights"] = str(denoiser_weights) if denoiser_weights else None
             for key, value in wanted.items():
@@ -53,6 +60,8 @@ def build_defense(
                     continue
                 if key in accepted:
                     overrides[key] = value
+                elif key == "precision" and value == "auto":
+                    continue  # auto on a defense without SR: nothing to do
                 elif key.startswith("denoiser"):
                     flag = key.replace("_", "-")
                     problem = f"--{flag}: defense {name!r} has no denoising stage (use paper)"
@@ -66,6 +75,14 @@ def build_defense(
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         problem = f"--defense {spec}: {msg}"
     fail(str(problem))
+
+
+def _precision(value: str) -> str:
+    from ..purification.precision import PRECISIONS
+
+    if value not in PRECISIONS:
+        fail(f"--precision: expected one of {', '.join(PRECISIONS)}, got {value!r}")
+    return value
 
 
 _DENOISER_HELP = (
@@ -164,6 +181,7 @@ def purify(
     ] = DEFAULT_MAX_PIXELS,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "cpu",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    precision: Annotated[str, typer.Option(help=PRECISION_HELP)] = "fp32",
 ) -> None:
     """Purify image files and write the results (the 2x images for the paper defense) as PNG.
 
@@ -179,7 +197,14 @@ def purify(
     dev = resolve_device(device)
     purifier = (
         build_defense(
-            defense, sr, sr_weights, tile_size or None, denoiser, denoiser_weights, sr_weights_sha256
+            defense,
+            sr,
+            sr_weights,
+            tile_size or None,
+            denoiser,
+            denoiser_weights,
+            sr_weights_sha256,
+            _precision(precision),
         )
         .to(dev)
         .eval()
@@ -269,6 +294,7 @@ def classify(
         typer.Option("--max-pixels", min=0, help="Refuse images with more pixels (W x H); 0: no limit."),
     ] = DEFAULT_MAX_PIXELS,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "cpu",
+    precision: Annotated[str, typer.Option(help=PRECISION_HELP)] = "fp32",
 ) -> None:
     """Classify image files, optionally behind a defense, and show the top-k classes.
 
@@ -291,7 +317,9 @@ def classify(
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         fail(f"--classifier {classifier}: {msg}")
     cfg = model.cfg
-    purifier = build_defense(defense, sr, sr_weights, None, denoiser, denoiser_weights, sr_weights_sha256)
+    purifier = build_defense(
+        defense, sr, sr_weights, None, denoiser, denoiser_weights, sr_weights_sha256, _precision(precision)
+    )
     defended = Defended(purifier, model).to(dev).eval()
     names, wnids = imagenet_classes(), imagenet_wnids()
     results: list[dict[str, Any]] = []

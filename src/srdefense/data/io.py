@@ -247,7 +247,8 @@ def to_uint8(image: Tensor) -> Tensor:
         raise TypeError(f"image: expected a floating-point tensor, got {got}")
     if torch.isnan(image).any():
         raise ValueError("image: contains NaN")
-    return (image.detach().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
+    # one float temporary, scaled and rounded in place (a 12-megapixel photo's 2x output is 576 MB)
+    return image.detach().clamp(0.0, 1.0).mul_(255.0).round_().to(torch.uint8)
 
 
 def encode_png(image: Tensor) -> bytes:

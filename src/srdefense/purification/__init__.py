@@ -6,6 +6,7 @@ from .compose import Compose, Defended, ResizeBack
 from .jpeg import JPEG, jpeg_compress
 from .learned_denoise import DenoiserInfo, LearnedDenoise, create_denoiser, list_denoisers
 from .pipeline import UInt8Quantize, paper_defense
+from .precision import PrecisionFidelity, precision_fidelity, resolve_precision, set_precision
 from .quantize import (
     BitDepthReduction,
     FeatureSqueezing,
@@ -44,6 +45,7 @@ __all__ = [
     "MedianSmoothing",
     "NoGradientError",
     "PixelDeflection",
+    "PrecisionFidelity",
     "Purifier",
     "RandomResizePad",
     "ResizeBack",
@@ -68,10 +70,13 @@ __all__ = [
     "median_filter",
     "paper_defense",
     "pixel_deflection",
+    "precision_fidelity",
     "quilt",
     "random_resize_pad",
     "register_defense",
+    "resolve_precision",
     "rgb_to_ycbcr",
+    "set_precision",
     "super_resolve",
     "tiled_forward",
     "tv_reconstruct",

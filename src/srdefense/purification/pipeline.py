@@ -68,12 +68,13 @@ def _sr_stages(
     tile_size: int | None,
     resolution: str,
     sr_weights_sha256: str | None = None,
+    precision: str = "fp32",
 ) -> list[Purifier]:
     """Super-resolution followed by the resolution policy's stage (if any)."""
     if sr_weights_sha256 is not None and sr_weights is None:
         raise ValueError("sr_weights_sha256: pins the file given as sr_weights, and none was given")
     pin = {} if sr_weights_sha256 is None else {"sha256": sr_weights_sha256}
-    sr = SuperResolve(sr_model, weights=sr_weights, tile_size=tile_size, **pin)
+    sr = SuperResolve(sr_model, weights=sr_weights, tile_size=tile_size, precision=precision, **pin)
     return [sr, *_resolution_stage(resolution, sr.scale)]
 
 
@@ -89,6 +90,7 @@ def paper_defense(
     sr_weights: str | Path | None = None,
     resolution: Resolution = "2x",
     tile_size: int | None = None,
+    precision: str = "fp32",
     denoiser: str = "wavelet",
     denoiser_weights: str | Path | None = None,
     sr_weights_sha256: str | None = None,
@@ -115,6 +117,8 @@ def paper_defense(
         resolution: ``"2x"`` classifies the 2x image (the paper); ``"native"`` resizes it back
             to the input size with antialiasing.
         tile_size: process super-resolution in tiles of this many input pixels.
+        precision: super-resolution arithmetic, ``"fp32"`` (default), ``"bf16"``, ``"fp16"`` or
+            ``"auto"`` (see :mod:`srdefense.purification.precision`).
         denoiser: ``"wavelet"`` (the paper), ``"spandrel"`` (a learned denoiser from
             ``denoiser_weights`` replaces it), ``"wavelet+spandrel"`` (the learned denoiser
             follows it) or ``"none"``; see :mod:`srdefense.purification.learned_denoise`.
@@ -130,6 +134,7 @@ def paper_defense(
         >>> defense.scale
         2
     """
+
     def wd() -> WaveletDenoise:
         return WaveletDenoise(
             sigma=sigma,
@@ -141,7 +146,9 @@ def paper_defense(
         )
 
     denoise = denoising_stages(denoiser, denoiser_weights, wd)
-    return Compose(*denoise, *_sr_stages(sr_model, sr_weights, tile_size, resolution, sr_weights_sha256))
+    return Compose(
+        *denoise, *_sr_stages(sr_model, sr_weights, tile_size, resolution, sr_weights_sha256, precision)
+    )
 
 
 @register_defense(
@@ -173,13 +180,14 @@ def _paper_faithful(
     resolution: Resolution = "2x",
     tile_size: int | None = None,
     sr_weights_sha256: str | None = None,
+    precision: str = "fp32",
 ) -> Purifier:
     """The official code as it runs: denoise, save as JPEG, super-resolve, save as uint8 PNG.
 
     matplotlib's ``imsave`` truncates the float image to uint8 and writes a JPEG with PIL's
     default quality 75; EDSR-PyTorch rounds its output to uint8 before saving the PNG.
     """
-    sr, *policy = _sr_stages(sr_model, sr_weights, tile_size, resolution, sr_weights_sha256)
+    sr, *policy = _sr_stages(sr_model, sr_weights, tile_size, resolution, sr_weights_sha256, precision)
     return Compose(
         WaveletDenoise(sigma=sigma, convert2ycbcr=True, legacy_sigma=True),
         UInt8Quantize("floor"),
@@ -226,8 +234,9 @@ def _sr(
     resolution: Resolution = "2x",
     tile_size: int | None = None,
     sr_weights_sha256: str | None = None,
+    precision: str = "fp32",
 ) -> Purifier:
-    stages = _sr_stages(sr_model, sr_weights, tile_size, resolution, sr_weights_sha256)
+    stages = _sr_stages(sr_model, sr_weights, tile_size, resolution, sr_weights_sha256, precision)
     return Compose(*stages) if len(stages) > 1 else stages[0]
 
 

@@ -23,6 +23,7 @@ the tiled forward: tiled and untiled outputs agree to float rounding.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from collections.abc import Callable
@@ -32,12 +33,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from .._registry import Registry
 from .._validation import check_image_batch
 from .._weights import WeightsError, load_weights, mark_weights
 from .base import Purifier
+from .precision import autocast_for, check_precision, resolve_precision
 from .sr_models.edsr import EDSR_PUBLIC_FILES, EDSR_URL, edsr_from_state_dict, sha256_from_name
 from .sr_models.upconv7 import UPCONV7_HALO, UpConv7
 
@@ -430,17 +433,42 @@ def _spans(size: int, tile: int) -> list[tuple[int, int]]:
 CPU_CHUNK_PIXELS = 1 << 16
 
 
-def _forward_chunked(net: nn.Module, x: Tensor) -> Tensor:
+#: With ``grad_checkpoint=None`` (auto), a pass that needs an input gradient is checkpointed
+#: piece by piece once the batch holds more input pixels than this (about 5 images of 224 x 224):
+#: below it, keeping the activations is cheaper than recomputing them.
+GRAD_CHECKPOINT_PIXELS = 1 << 18
+
+#: Tile side (input pixels) used for a checkpointed gradient pass on an image larger than
+#: :data:`GRAD_CHECKPOINT_PIXELS` when no ``tile_size`` was given, so that one piece's
+#: activations, not the whole image's, are alive during the backward pass.
+GRAD_TILE_SIZE = 256
+
+
+def _run(net: nn.Module, x: Tensor, checkpoint: bool) -> Tensor:
+    if checkpoint:
+        return torch.utils.checkpoint.checkpoint(net, x, use_reentrant=False)
+    return net(x)
+
+
+def _forward_chunked(net: nn.Module, x: Tensor, checkpoint: bool = False) -> Tensor:
     n, _, h, w = x.shape
     if x.device.type != "cpu" or n <= 1:
-        return net(x)
+        return _run(net, x, checkpoint)
     chunk = max(1, CPU_CHUNK_PIXELS // max(h * w, 1))
     if chunk >= n:
-        return net(x)
-    return torch.cat([net(x[i : i + chunk]) for i in range(0, n, chunk)])
+        return _run(net, x, checkpoint)
+    return torch.cat([_run(net, x[i : i + chunk], checkpoint) for i in range(0, n, chunk)])
 
 
-def tiled_forward(net: nn.Module, x: Tensor, scale: int, tile_size: int | None, overlap: int) -> Tensor:
+def tiled_forward(
+    net: nn.Module,
+    x: Tensor,
+    scale: int,
+    tile_size: int | None,
+    overlap: int,
+    *,
+    checkpoint: bool = False,
+) -> Tensor:
     """Apply ``net`` (an x``scale`` SR network) to ``x`` in overlapping tiles.
 
     Each tile of ``tile_size`` input pixels is processed with ``overlap`` extra input pixels of
@@ -455,29 +483,53 @@ def tiled_forward(net: nn.Module, x: Tensor, scale: int, tile_size: int | None, 
         scale: the network's upscaling factor.
         tile_size: tile side in input pixels; ``None`` or a size covering the image: no tiling.
         overlap: context pixels on each side of a tile.
+        checkpoint: run each piece (tile or batch chunk) under
+            ``torch.utils.checkpoint``, so that a backward pass keeps only the pieces' inputs
+            and recomputes one piece's activations at a time: memory is bounded by the piece
+            size instead of the batch and image size, for one more forward pass of compute.
 
     Returns:
         (N, C', scale*H, scale*W).
     """
     n, _, h, w = x.shape
     if tile_size is None or (h <= tile_size and w <= tile_size) or n == 0:
-        return _forward_chunked(net, x)
+        return _forward_chunked(net, x, checkpoint)
     if tile_size < 1 or overlap < 0:
         raise ValueError(f"tile_size must be >= 1 and overlap >= 0, got {tile_size}, {overlap}")
     s = scale
+    if not torch.is_grad_enabled():
+        # inference: tiles go straight into the output (no per-row copies, no final cat, which
+        # would hold the 2x image twice)
+        out_full: Tensor | None = None
+        for y0, y1 in _spans(h, tile_size):
+            a0, a1 = max(y0 - overlap, 0), min(y1 + overlap, h)
+            for x0, x1 in _spans(w, tile_size):
+                b0, b1 = max(x0 - overlap, 0), min(x1 + overlap, w)
+                out = _forward_chunked(net, x[:, :, a0:a1, b0:b1], checkpoint)
+                if out_full is None:
+                    out_full = out.new_empty(n, out.shape[1], s * h, s * w)
+                out_full[:, :, s * y0 : s * y1, s * x0 : s * x1] = out[
+                    :, :, s * (y0 - a0) : s * (y1 - a0), s * (x0 - b0) : s * (x1 - b0)
+                ]
+        assert out_full is not None
+        return out_full
     rows = []
     for y0, y1 in _spans(h, tile_size):
         a0, a1 = max(y0 - overlap, 0), min(y1 + overlap, h)
         row = []
         for x0, x1 in _spans(w, tile_size):
             b0, b1 = max(x0 - overlap, 0), min(x1 + overlap, w)
-            out = _forward_chunked(net, x[:, :, a0:a1, b0:b1])
+            out = _forward_chunked(net, x[:, :, a0:a1, b0:b1], checkpoint)
             row.append(out[:, :, s * (y0 - a0) : s * (y1 - a0), s * (x0 - b0) : s * (x1 - b0)])
         rows.append(torch.cat(row, dim=3))
     return torch.cat(rows, dim=2)
 
 
 # ----------------------------------------------------------------------------- purifier
+
+
+def _shares_memory(a: Tensor, b: Tensor) -> bool:
+    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
 
 
 class SuperResolve(Purifier):
@@ -495,6 +547,15 @@ class SuperResolve(Purifier):
             ``None`` processes it whole.
         tile_overlap: context pixels around each tile; default the backend's receptive-field
             halo, which makes the tiled output equal the untiled one.
+        precision: ``"fp32"`` (default), ``"bf16"``, ``"fp16"`` or ``"auto"`` (bf16 where the
+            hardware has it, and only for passes that need no input gradient); see
+            :mod:`srdefense.purification.precision`. Input and output stay float32.
+        grad_checkpoint: for passes that need an input gradient, recompute the network's
+            activations piece by piece in the backward pass (bounded memory) instead of keeping
+            them: ``True``, ``False``, or ``None`` (default: only when the batch holds more than
+            :data:`GRAD_CHECKPOINT_PIXELS` input pixels; images above that size are then cut into
+            tiles of :data:`GRAD_TILE_SIZE` unless ``tile_size`` is set). The gradient is the same
+            up to float rounding.
         **kw: backend options, see :func:`create_sr_model`.
 
     Shape:
@@ -519,9 +580,13 @@ class SuperResolve(Purifier):
         scale: int = 2,
         tile_size: int | None = None,
         tile_overlap: int | None = None,
+        precision: str = "fp32",
+        grad_checkpoint: bool | None = None,
         **kw: Any,
     ) -> None:
         super().__init__()
+        self.precision = check_precision(precision)
+        self.grad_checkpoint = grad_checkpoint
         if isinstance(model, nn.Module):
             self.model_name = type(model).__name__
             self.net = model
@@ -543,9 +608,23 @@ class SuperResolve(Purifier):
         self.halo = halo
 
     def purify(self, x: Tensor) -> Tensor:
-        """Upscale ``x`` (tiled if ``tile_size`` is set) and clamp to [0, 1]."""
-        y = tiled_forward(self.net, x, self.scale, self.tile_size, self.tile_overlap)
-        return y.clamp(0, 1)
+        """Upscale ``x`` (tiled if ``tile_size`` is set) in ``precision`` and clamp to [0, 1]."""
+        needs_grad = torch.is_grad_enabled() and x.requires_grad
+        dtype = resolve_precision(self.precision, x.device, needs_grad=needs_grad)
+        tile, checkpoint = self.tile_size, False
+        if needs_grad:
+            n, _, h, w = x.shape
+            checkpoint = self.grad_checkpoint
+            if checkpoint is None:
+                checkpoint = n * h * w > GRAD_CHECKPOINT_PIXELS
+                if checkpoint and tile is None and h * w > GRAD_CHECKPOINT_PIXELS:
+                    tile = GRAD_TILE_SIZE
+        with autocast_for(dtype, x.device) if dtype != x.dtype else contextlib.nullcontext():
+            y = tiled_forward(self.net, x, self.scale, tile, self.tile_overlap, checkpoint=checkpoint)
+        y = y.to(x.dtype)
+        if (torch.is_grad_enabled() and y.requires_grad) or _shares_memory(x, y):
+            return y.clamp(0, 1)
+        return y.clamp_(0, 1)  # in place: the 2x output is the largest tensor of the pass
 
     def extra_name(self) -> str:
         """``sr-<backend>``."""
@@ -555,7 +634,7 @@ class SuperResolve(Purifier):
         """Backend, scale and tiling."""
         return (
             f"{self.model_name!r}, scale={self.scale}, tile_size={self.tile_size}, "
-            f"tile_overlap={self.tile_overlap}"
+            f"tile_overlap={self.tile_overlap}, precision={self.precision!r}"
         )
 
 

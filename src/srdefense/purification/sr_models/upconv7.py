@@ -87,11 +87,53 @@ class UpConv7(nn.Module):
         return k, b.repeat_interleave(4)
 
     def forward_valid(self, x: Tensor) -> Tensor:
-        """Run the VALID network on an already padded input: (N, 3, H+14, W+14) -> (N, 3, 2H, 2W)."""
+        """Run the VALID network on an already padded input: (N, 3, H+14, W+14) -> (N, 3, 2H, 2W).
+
+        Inference on the CPU (no gradient asked for, float32 or bf16 autocast) takes a fused
+        path: each convolution and its LeakyReLU are one oneDNN call (see
+        :meth:`_fused_forward_valid`); the result equals the plain path to float rounding.
+        """
+        dtype = _fused_dtype(self, x)
+        if dtype is not None:
+            return self._fused_forward_valid(x, dtype)
         for conv in self.convs:
             x = F.leaky_relu(conv(x), 0.1, inplace=True)
         k, b = self.subpixel_weight()
         return F.pixel_shuffle(F.conv2d(x, k, b), 2)
+
+    def _fused_weights(self, dtype: torch.dtype) -> list[tuple[Tensor, Tensor]]:
+        """The seven (weight, bias) pairs in ``dtype``, NHWC, cached until a parameter changes."""
+        params = [p for conv in self.convs for p in (conv.weight, conv.bias)]
+        params += [self.upconv.weight, self.upconv.bias]  # type: ignore[list-item]
+        key = (dtype, tuple((p.data_ptr(), p._version, p.device) for p in params))  # type: ignore[union-attr]
+        cache = self.__dict__.get("_fused_cache")
+        if cache is None or cache[0] != key:
+            with torch.no_grad():
+                pairs = [
+                    (conv.weight.to(dtype).contiguous(memory_format=torch.channels_last), conv.bias.to(dtype))
+                    for conv in self.convs
+                ]
+                k, b = self.subpixel_weight()
+                pairs.append((k.to(dtype).contiguous(memory_format=torch.channels_last), b.to(dtype)))
+            cache = (key, pairs)
+            self.__dict__["_fused_cache"] = cache
+        return cache[1]
+
+    def _fused_forward_valid(self, x: Tensor, dtype: torch.dtype) -> Tensor:
+        """``forward_valid`` as seven oneDNN convolutions with LeakyReLU fused as a post-op.
+
+        Profiled on a 2-core AMD EPYC (batch 4 at 224): the convolutions are 95% of the time,
+        the separate LeakyReLU passes over the activations 2%, copies and the pixel shuffle 1.5%;
+        fusing the activation into the convolution saves its memory pass (10 to 15% here).
+        The transposed convolution is already one ordinary 3x3 convolution (see
+        :meth:`subpixel_weight`; ``conv_transpose2d`` took 1.5x as long).
+        """
+        op = torch.ops.mkldnn._convolution_pointwise
+        x = x.to(dtype).contiguous(memory_format=torch.channels_last)
+        *body, (k, b) = self._fused_weights(dtype)
+        for w, bias in body:
+            x = op(x, w, bias, [0, 0], [1, 1], [1, 1], 1, "leaky_relu", [0.1], "")
+        return F.pixel_shuffle(op(x, k, b, [0, 0], [1, 1], [1, 1], 1, "none", [], ""), 2)
 
     def forward(self, x: Tensor) -> Tensor:
         """Pad by 7 pixels and upscale x2; see the class docstring."""
@@ -112,6 +154,40 @@ class UpConv7(nn.Module):
     def extra_repr(self) -> str:
         """Padding and channel order."""
         return f"padding={self.padding!r}, channel_order={self.channel_order!r}"
+
+
+def _fused_dtype(net: UpConv7, x: Tensor) -> torch.dtype | None:
+    """The dtype of the fused CPU path for this call, or ``None`` for the plain (autograd) path."""
+    if x.device.type != "cpu" or x.layout != torch.strided or not _HAS_FUSED:
+        return None
+    if torch.is_grad_enabled() and (x.requires_grad or net.upconv.weight.requires_grad):
+        return None
+    if net.upconv.weight.device.type != "cpu" or net.upconv.weight.dtype != torch.float32:
+        return None
+    autocast = _cpu_autocast_dtype()
+    if autocast is not None:
+        return autocast if autocast == torch.bfloat16 and x.dtype in (torch.float32, torch.bfloat16) else None
+    return torch.float32 if x.dtype == torch.float32 else None
+
+
+def _cpu_autocast_dtype() -> torch.dtype | None:
+    try:
+        if torch.is_autocast_enabled("cpu"):  # torch >= 2.4
+            return torch.get_autocast_dtype("cpu")
+    except TypeError:
+        if torch.is_autocast_cpu_enabled():
+            return torch.get_autocast_cpu_dtype()
+    return None
+
+
+def _has_fused() -> bool:
+    try:
+        return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+    except (AttributeError, RuntimeError):
+        return False
+
+
+_HAS_FUSED = _has_fused()
 
 
 def upconv7_flops(height: int, width: int, batch: int = 1) -> int:

@@ -1,0 +1,273 @@
+"""Fast paths and reduced precision of super-resolution: exactness, fidelity, the auto policy,
+the CLI option, and the bounded-memory gradient (checkpointing + tiling)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from typer.testing import CliRunner
+
+import srdefense
+import srdefense.purification.precision as precision_mod
+import srdefense.purification.sr_models.upconv7 as upconv7_mod
+import srdefense.purification.superres as superres_mod
+from srdefense.purification import (
+    SuperResolve,
+    create_sr_model,
+    paper_defense,
+    precision_fidelity,
+    resolve_precision,
+    set_precision,
+)
+from srdefense.purification.superres import tiled_forward
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def photos() -> torch.Tensor:
+    """Four embedded photos at 64 x 64 (the first four by file name)."""
+    from srdefense.data.samples import SamplesNotFoundError, embedded_samples
+
+    try:
+        samples = embedded_samples()[:4]
+    except SamplesNotFoundError as exc:
+        pytest.skip(str(exc))
+    ims = [Image.open(p).convert("RGB").resize((64, 64), Image.BICUBIC) for p, _ in samples]
+    return torch.stack([torch.from_numpy(np.array(im)).permute(2, 0, 1).float() / 255 for im in ims])
+
+
+# ----------------------------------------------------------------------------- fp32 fast path
+
+
+def test_fused_fp32_path_equals_plain_path(monkeypatch):
+    net = create_sr_model("upconv7")
+    x = torch.rand(2, 3, 23, 31, generator=torch.Generator().manual_seed(0))
+    assert upconv7_mod._fused_dtype(net, x) is None  # grad enabled, weights require grad
+    with torch.no_grad():
+        assert upconv7_mod._fused_dtype(net, x) == (torch.float32 if upconv7_mod._HAS_FUSED else None)
+        fast = net(x)
+        monkeypatch.setattr(upconv7_mod, "_HAS_FUSED", False)
+        plain = net(x)
+    assert fast.shape == plain.shape == (2, 3, 46, 62)
+    assert (fast - plain).abs().max() <= 1e-5
+    # the reference in float64
+    with torch.no_grad():
+        ref = create_sr_model("upconv7").double()(x.double())
+    assert (fast.double() - ref).abs().max() <= 1e-5
+
+
+def test_fused_weights_follow_parameter_changes():
+    net = create_sr_model("upconv7")
+    x = torch.rand(1, 3, 12, 12, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        before = net(x)
+        net.upconv.bias.add_(0.25)  # in-place change: the cached fused weights must be rebuilt
+        after = net(x)
+    assert (after - before - 0.25).abs().max() <= 1e-5
+
+
+def test_default_precision_is_fp32_and_exact():
+    x = torch.rand(2, 3, 16, 20, generator=torch.Generator().manual_seed(2))
+    sr = SuperResolve("upconv7")
+    assert sr.precision == "fp32" and paper_defense()[1].precision == "fp32"
+    with torch.no_grad():
+        y = sr(x)
+        ref = sr.net(x).clamp(0, 1)
+    assert y.dtype == torch.float32
+    assert torch.equal(y, ref)
+
+
+# ----------------------------------------------------------------------------- bf16 fidelity
+
+
+def test_bf16_stays_within_fidelity_bounds_on_photos(photos):
+    clf = srdefense.create_classifier("efficientnet_lite0")
+    f = precision_fidelity(paper_defense(), photos, clf, precision="bf16")
+    assert f.dtype == "bfloat16" and f.n == 4
+    # measured on the 20 embedded photos at 224 (benchmarks/bench_precision.py): about 52 dB
+    assert f.psnr_db >= 42 and f.psnr_min_db >= 40, f
+    assert 0 < f.max_abs_diff <= 0.05, f
+    assert f.top1_agreement is not None and f.top1_agreement >= 0.75, f
+    # fp32 against fp32 is exact: the comparison itself is sensitive
+    same = precision_fidelity(paper_defense(), photos[:2], precision="fp32")
+    assert same.psnr_db == float("inf") and same.max_abs_diff == 0
+
+
+def test_bf16_output_is_float32_in_range_and_input_untouched(photos):
+    x = photos[:2].clone()
+    y = paper_defense(precision="bf16")(x)
+    assert torch.equal(x, photos[:2])
+    assert y.dtype == torch.float32 and y.shape == (2, 3, 128, 128)
+    assert y.min() >= 0 and y.max() <= 1
+
+
+def test_bf16_gradient_is_float32_and_close_to_fp32(photos):
+    x = photos[:1]
+    grads = {}
+    for p in ("fp32", "bf16"):
+        xi = x.clone().requires_grad_(True)
+        (paper_defense(precision=p)(xi) * torch.linspace(0, 1, 128)).sum().backward()
+        grads[p] = xi.grad
+    assert grads["bf16"].dtype == torch.float32
+    cos = F.cosine_similarity(grads["fp32"].flatten(), grads["bf16"].flatten(), dim=0)
+    assert cos > 0.98, cos
+
+
+def test_set_precision_reaches_every_sr_stage():
+    d = srdefense.create_defense("paper-faithful")
+    assert set_precision(d, "bf16") is d
+    stages = [m for m in d.modules() if isinstance(m, SuperResolve)]
+    assert stages and all(m.precision == "bf16" for m in stages)
+    with pytest.raises(ValueError, match="precision: expected one of fp32, bf16, fp16, auto"):
+        set_precision(d, "int8")
+    with pytest.raises(ValueError, match="precision"):
+        SuperResolve("upconv7", precision="half")
+
+
+def test_precision_is_a_plain_parameter_of_the_defense_builders():
+    for name in ("paper", "paper-faithful", "sr"):
+        d = srdefense.create_defense(f"{name}:precision=bf16")
+        assert {m.precision for m in d.modules() if isinstance(m, SuperResolve)} == {"bf16"}
+
+
+# ----------------------------------------------------------------------------- auto policy
+
+
+def test_auto_follows_the_hardware_and_never_applies_to_gradients(monkeypatch):
+    monkeypatch.setattr(precision_mod, "bf16_is_fast", lambda device: True)
+    assert resolve_precision("auto", "cpu") == torch.bfloat16
+    assert resolve_precision("auto", "cpu", needs_grad=True) == torch.float32
+    assert resolve_precision("bf16", "cpu", needs_grad=True) == torch.bfloat16  # asked for: honoured
+    monkeypatch.setattr(precision_mod, "bf16_is_fast", lambda device: False)
+    assert resolve_precision("auto", "cpu") == torch.float32
+    assert resolve_precision("fp16", "cpu") == torch.float16
+
+
+def test_auto_gradient_pass_is_exactly_fp32(monkeypatch):
+    monkeypatch.setattr(precision_mod, "bf16_is_fast", lambda device: True)
+    x = torch.rand(1, 3, 14, 12, generator=torch.Generator().manual_seed(3))
+    grads = []
+    for p in ("fp32", "auto"):
+        xi = x.clone().requires_grad_(True)
+        SuperResolve("upconv7", precision=p)(xi).square().sum().backward()
+        grads.append(xi.grad)
+    assert torch.equal(grads[0], grads[1])
+    with torch.no_grad():  # and the inference pass does switch to bf16
+        assert not torch.equal(SuperResolve("upconv7", precision="auto")(x), SuperResolve("upconv7")(x))
+
+
+def test_bf16_hardware_report_matches_cpu_flags():
+    hw = precision_mod.cpu_bf16_hardware()
+    assert set(hw) == {"avx512_bf16", "amx", "onednn_bf16"}
+    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else None
+    if flags is not None:
+        assert hw["avx512_bf16"] == ("avx512_bf16" in flags)
+        assert hw["amx"] == ("amx_tile" in flags)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def test_cli_purify_and_classify_take_precision(photos, tmp_path):
+    from srdefense.cli.main import _load_commands, app
+
+    _load_commands()
+    runner = CliRunner()
+    src = tmp_path / "photo.png"
+    srdefense.write_png(src, photos[0])
+    outs = {}
+    for p in ("fp32", "bf16"):
+        args = ["purify", str(src), "--out", str(tmp_path / p), "--quiet", "--precision", p]
+        res = runner.invoke(app, args)
+        assert res.exit_code == 0, res.output
+        outs[p] = srdefense.read_image(tmp_path / p / "photo.png")
+    diff = (outs["fp32"] - outs["bf16"]).abs()
+    assert 0 < diff.max() <= 0.05
+    res = runner.invoke(app, ["purify", str(src), "--out", str(tmp_path / "x"), "--precision", "fp8"])
+    assert res.exit_code == 2 and "--precision: expected one of fp32, bf16, fp16, auto" in res.output
+    res = runner.invoke(app, ["classify", str(src), "--defense", "jpeg", "--precision", "bf16"])
+    assert res.exit_code == 2 and "no super-resolution stage" in res.output
+    res = runner.invoke(app, ["classify", str(src), "--defense", "paper", "--precision", "bf16", "--json"])
+    assert res.exit_code == 0, res.output
+    assert '"predictions"' in res.output
+
+
+# ----------------------------------------------------------------------------- bounded gradient
+
+
+def _grad(sr: SuperResolve, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    xi = x.clone().requires_grad_(True)
+    (sr(xi) * weight).sum().backward()
+    return xi.grad
+
+
+def test_checkpointed_tiled_gradient_equals_plain_gradient_float64():
+    net = create_sr_model("upconv7").double()
+    x = 0.1 + 0.8 * torch.rand(2, 3, 21, 18, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    w = torch.rand(2, 3, 42, 36, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    plain = _grad(SuperResolve(net, grad_checkpoint=False), x, w)
+    ckpt = _grad(SuperResolve(net, grad_checkpoint=True), x, w)
+    tiled = _grad(SuperResolve(net, tile_size=8, grad_checkpoint=True), x, w)
+    assert (ckpt - plain).abs().max() <= 1e-12
+    assert (tiled - plain).abs().max() <= 1e-12
+    assert plain.abs().max() > 1e-3
+
+
+def test_auto_checkpoint_bounds_saved_activations(monkeypatch):
+    """Above the threshold, the backward graph keeps only the pieces' inputs, not activations."""
+    x = torch.rand(3, 3, 20, 20, generator=torch.Generator().manual_seed(6))
+
+    def saved_bytes(sr: SuperResolve) -> tuple[int, torch.Tensor]:
+        total = 0
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            nonlocal total
+            total += t.numel() * t.element_size()
+            return t
+
+        xi = x.clone().requires_grad_(True)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            y = sr(xi)
+        y.square().sum().backward()
+        return total, xi.grad
+
+    monkeypatch.setattr(superres_mod, "GRAD_CHECKPOINT_PIXELS", 1000)  # 3 x 400 pixels > 1000
+    monkeypatch.setattr(superres_mod, "CPU_CHUNK_PIXELS", 400)  # one image per piece
+    big, g_plain = saved_bytes(SuperResolve("upconv7", grad_checkpoint=False))
+    small, g_auto = saved_bytes(SuperResolve("upconv7"))
+    # float32 through different (but both exact) groupings of the same sums
+    assert (g_auto - g_plain).abs().max() <= 1e-5 * g_plain.abs().max()
+    assert small * 20 < big, (small, big)
+    monkeypatch.setattr(superres_mod, "GRAD_CHECKPOINT_PIXELS", 10**9)  # below it: no recompute
+    kept, _ = saved_bytes(SuperResolve("upconv7"))
+    assert kept == big
+
+
+def test_tiled_forward_checkpoint_matches_without():
+    net = create_sr_model("upconv7").double()
+    x = torch.rand(1, 3, 19, 17, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    with torch.no_grad():
+        a = tiled_forward(net, x, 2, 9, 7, checkpoint=True)
+        b = tiled_forward(net, x, 2, None, 7)
+    assert (a - b).abs().max() <= 1e-12
+
+
+def test_fp16_runs_and_stays_close_to_fp32():
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        ref = SuperResolve("upconv7")(x)
+        half = SuperResolve("upconv7", precision="fp16")(x)
+    assert half.dtype == torch.float32
+    assert 0 < (half - ref).abs().max() <= 0.02  # fp16 keeps 11 significant bits
