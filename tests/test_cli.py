@@ -274,15 +274,19 @@ def test_list_shows_every_registry() -> None:
 
 def _registry_names() -> dict[str, list[str]]:
     from srdefense.attacks import list_attacks
+    from srdefense.evaluation.threats import list_threat_models
     from srdefense.models import list_classifiers
     from srdefense.purification import list_defenses
+    from srdefense.purification.learned_denoise import list_denoisers
     from srdefense.purification.superres import list_sr_models
 
     return {
         "classifiers": list_classifiers(),
         "sr": [i.name for i in list_sr_models()],
+        "denoisers": [d.name for d in list_denoisers()],
         "defenses": [d.name for d in list_defenses()],
         "attacks": list_attacks(),
+        "settings": [t.name for t in list_threat_models()],
     }
 
 

@@ -756,3 +756,13 @@ def test_cli_adaptive_settings_and_card(cli_setup: dict[str, Path]) -> None:
     assert "Gray-box against adaptive attacks" in md and "Report card" in md
     bad = _invoke(["evaluate", "--setting", "gray-box,eot", "--out", str(out)])
     assert bad.exit_code == 2 and "known: gray-box, white-box, bpda" in bad.output
+
+
+def test_cli_evaluate_max_pixels(cli_setup: dict[str, Path]) -> None:
+    args = ["evaluate", "--data", str(cli_setup["csv"]), "--classifier", f"{cli_setup['model']}:factory"]
+    args += ["--image-size", "16", "--defense", "none", "--attack", "fgsm", "--quiet"]
+    small = _invoke([*args, "--max-pixels", "100", "--out", str(cli_setup["root"] / "mp")])
+    assert small.exit_code != 0 and "no sample could be evaluated" in small.output
+    assert "max_pixels=100" in small.output  # the 24x24 photos are over the limit, and say why
+    ok = _invoke([*args, "--max-pixels", "1000", "--out", str(cli_setup["root"] / "mp2")])
+    assert ok.exit_code == 0, ok.output

@@ -478,7 +478,7 @@ def list_(
             {"name": t.name, "description": t.description, "reference": t.reference}
             for t in list_threat_models()
         ]
-        cols = [Column("name", key=True), Column("description"), Column("reference", optional=True)]
+        cols = [Column("name", key=True), Column("description")]  # the reference is in --json
         tables["settings"] = ("threat models (evaluate --setting NAME,...)", cols, rows)
     if as_json:
         print_json({key: rows for key, (_, _, rows) in tables.items()})

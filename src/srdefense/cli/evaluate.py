@@ -129,6 +129,12 @@ def evaluate(
     image_size: Annotated[
         int | None, typer.Option("--image-size", help="Input side of the images (default: the classifier's).")
     ] = None,
+    max_pixels: Annotated[
+        int | None,
+        typer.Option(
+            "--max-pixels", help="Refuse images with more pixels (W x H; default 50 MP; 0: no limit)."
+        ),
+    ] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N or auto.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of every random draw.")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (runs/NAME).")] = None,
@@ -166,6 +172,7 @@ def evaluate(
         "resolution": resolution,
         "batch_size": batch_size,
         "image_size": image_size,
+        "max_pixels": max_pixels,
         "device": device,
         "seed": seed,
         "out": str(out) if out is not None else None,

@@ -140,6 +140,8 @@ class EvalConfig(BaseModel):
         cache_dir: where adversarial examples are cached (default ``out/cache``).
         n_examples: images shown in the report's example grid.
         image_size: input size for the data (default: the classifier's).
+        max_pixels: refuse images with more pixels (W x H) than this (default: the reader's
+            50-megapixel decompression-bomb limit; 0: no limit).
         quiet: terminal output only (not used by the library).
     """
 
@@ -166,6 +168,7 @@ class EvalConfig(BaseModel):
     cache_dir: str | None = None
     n_examples: int = 4
     image_size: int | None = None
+    max_pixels: int | None = None
     quiet: bool = False
 
     @field_validator(*_LIST_FIELDS, mode="before")
@@ -210,6 +213,8 @@ class EvalConfig(BaseModel):
             v = getattr(self, key)
             if v is not None and v < 1:
                 raise ConfigError(f"{key}: expected an integer >= 1, got {v}")
+        if self.max_pixels is not None and self.max_pixels < 0:
+            raise ConfigError(f"max_pixels: expected an integer >= 0, got {self.max_pixels}")
         if self.n_examples < 0:
             raise ConfigError(f"n_examples: expected an integer >= 0, got {self.n_examples}")
         if not self.defenses:
@@ -235,6 +240,7 @@ _ALIASES = {
     "classifier-weights": "classifier_weights",
     "n-examples": "n_examples",
     "image-size": "image_size",
+    "max-pixels": "max_pixels",
     "eot-samples": "eot_samples",
     "eval-draws": "eval_draws",
     "adaptive-attack": "adaptive_attacks",

@@ -68,7 +68,8 @@ def run_config(cfg: EvalConfig, progress: ProgressCallback | None = None, *, rep
         input_size = getattr(ccfg, "input_size", 224)
         size = int(input_size[-1]) if isinstance(input_size, tuple | list) else int(input_size)
     crop_pct = float(getattr(ccfg, "crop_pct", 0.875))
-    data = load_dataset(cfg.data, size=size, crop_pct=crop_pct, n=cfg.n, seed=cfg.seed)
+    limit: dict[str, Any] = {} if cfg.max_pixels is None else {"max_pixels": cfg.max_pixels or None}
+    data = load_dataset(cfg.data, size=size, crop_pct=crop_pct, n=cfg.n, seed=cfg.seed, **limit)
     experiment = {k: v for k, v in cfg.to_dict().items() if k not in ("resume", "quiet")}
     return evaluate(
         classifier,

@@ -134,6 +134,7 @@ def paper_defense(
         >>> defense.scale
         2
     """
+
     def wd() -> WaveletDenoise:
         return WaveletDenoise(
             sigma=sigma,
@@ -145,8 +146,9 @@ def paper_defense(
         )
 
     denoise = denoising_stages(denoiser, denoiser_weights, wd)
-    sr_stages = _sr_stages(sr_model, sr_weights, tile_size, resolution, sr_weights_sha256, precision)
-    return Compose(*denoise, *sr_stages)
+    return Compose(
+        *denoise, *_sr_stages(sr_model, sr_weights, tile_size, resolution, sr_weights_sha256, precision)
+    )
 
 
 @register_defense(
