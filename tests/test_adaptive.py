@@ -15,22 +15,9 @@ from srdefense.evaluation import ConfigError, evaluate
 from srdefense.evaluation.threats import create_threat_model, list_threat_models, with_stand_ins
 from srdefense.purification import BPDA, Compose, Identity, Lambda, Purifier
 from srdefense.purification.compose import Defended
+from test_evaluation import TinyNet  # the evaluation tests' stand-in classifier
 
 SIZE = 16
-
-
-class TinyNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(0)
-        self.conv = nn.Conv2d(3, 6, 3, padding=1)
-        self.fc = nn.Linear(6, 4)
-        with torch.no_grad():
-            for p in self.parameters():
-                p.copy_(torch.randn(p.shape, generator=g))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return 10 * self.fc(torch.tanh(self.conv(x - 0.5)).mean((2, 3)))
 
 
 class Noise(Purifier):

@@ -18,22 +18,9 @@ from srdefense.evaluation import ConfigError, EmptyEvaluationError, build_config
 from srdefense.evaluation.records import DuplicateSampleError, load_records
 from srdefense.evaluation.results import summarize
 from srdefense.purification import Identity, Lambda
+from test_evaluation import TinyNet  # the evaluation tests' stand-in classifier
 
 SIZE = 12
-
-
-class TinyNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(0)
-        self.conv = nn.Conv2d(3, 6, 3, padding=1)
-        self.fc = nn.Linear(6, 4)
-        with torch.no_grad():
-            for p in self.parameters():
-                p.copy_(torch.randn(p.shape, generator=g))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return 10 * self.fc(torch.tanh(self.conv(x - 0.5)).mean((2, 3)))
 
 
 @pytest.fixture(scope="module", autouse=True)
