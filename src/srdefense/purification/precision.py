@@ -106,11 +106,32 @@ def resolve_precision(precision: str, device: torch.device | str, *, needs_grad:
     return _DTYPES[precision]
 
 
+def cpu_bf16_kernels() -> bool:
+    """Whether oneDNN has bf16 convolution kernels on this CPU (as capped by ``ONEDNN_MAX_CPU_ISA``)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+@contextmanager
+def _autocast_without_onednn(device_type: str, dtype: torch.dtype) -> Iterator[None]:
+    # oneDNN refuses bf16 convolutions on CPUs without AVX-512 (or AVX-NE-CONVERT): use
+    # PyTorch's own (slow, exact-bf16) kernels there, so an explicit bf16 request still works
+    with torch.backends.mkldnn.flags(enabled=False), torch.autocast(device_type, dtype=dtype):
+        yield
+
+
 def autocast_for(dtype: torch.dtype, device: torch.device | str) -> Any:
-    """``torch.autocast`` to ``dtype`` on ``device``'s type, or a no-op context for float32."""
+    """``torch.autocast`` to ``dtype`` on ``device``'s type, or a no-op context for float32.
+
+    bf16 on a CPU whose oneDNN has no bf16 kernels runs on PyTorch's native kernels instead.
+    """
     dev = torch.device(device)
     if dtype == torch.float32:
         return nullcontext()
+    if dev.type == "cpu" and dtype == torch.bfloat16 and not cpu_bf16_kernels():
+        return _autocast_without_onednn(dev.type, dtype)
     return torch.autocast(dev.type, dtype=dtype)
 
 

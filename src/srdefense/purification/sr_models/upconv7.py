@@ -164,6 +164,8 @@ def _fused_dtype(net: UpConv7, x: Tensor) -> torch.dtype | None:
         return None
     if net.upconv.weight.device.type != "cpu" or net.upconv.weight.dtype != torch.float32:
         return None
+    if not torch._C._get_mkldnn_enabled():
+        return None  # oneDNN switched off (e.g. bf16 on a CPU without oneDNN bf16 kernels)
     autocast = _cpu_autocast_dtype()
     if autocast is not None:
         return autocast if autocast == torch.bfloat16 and x.dtype in (torch.float32, torch.bfloat16) else None
