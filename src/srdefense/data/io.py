@@ -270,7 +270,8 @@ def encode_png(image: Tensor) -> bytes:
     return buf.getvalue()
 
 
-def _default_file_mode() -> int:
+def default_file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` would give a new file: ``0o666`` less the umask."""
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask
@@ -335,7 +336,7 @@ def write_png(path: str | Path, image: Tensor, *, overwrite: bool = True) -> Pat
             pil.save(f, format="PNG")
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp_name, _default_file_mode())  # mkstemp creates 0600; use the umask's mode
+        os.chmod(tmp_name, default_file_mode())  # mkstemp creates 0600; use the umask's mode
         if overwrite:
             os.replace(tmp_name, path)
         else:

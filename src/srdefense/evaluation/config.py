@@ -13,11 +13,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-SETTINGS = ("gray-box", "white-box", "bpda")
-"""Threat models of the harness (the registry :mod:`srdefense.evaluation.threats` holds them)."""
+from .threats import threat_model_names
 
-ADAPTIVE_SETTINGS = ("white-box", "bpda")
-"""The settings in which the attacker knows the defense."""
+SETTINGS = tuple(threat_model_names())
+"""Threat models of the harness, read from the registry :mod:`srdefense.evaluation.threats`."""
 
 PAPER_ATTACKS = ("fgsm", "ifgsm", "mifgsm", "deepfool", "cw")
 """The attacks of Mustafa et al. (TIP 2020)."""

@@ -9,12 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-
-def default_file_mode() -> int:
-    """The mode a plain ``open(path, "w")`` would give a new file: ``0o666`` less the umask."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
+from ..data.io import default_file_mode
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -78,6 +73,11 @@ def read_jsonl(path: str | Path) -> tuple[list[dict[str, Any]], int]:
     return records, valid
 
 
+def jsonl_line(record: dict[str, Any]) -> str:
+    """One line of a JSON-lines log: compact strict JSON (no NaN) and a newline."""
+    return json.dumps(record, allow_nan=False, separators=(",", ":")) + "\n"
+
+
 class JsonlWriter:
     """Append records to a JSON-lines file, flushed and fsynced after each group.
 
@@ -96,9 +96,7 @@ class JsonlWriter:
 
     def write(self, records: Iterable[dict[str, Any]]) -> None:
         """Append ``records`` (one line each) and make them durable."""
-        data = b"".join(
-            json.dumps(r, allow_nan=False, separators=(",", ":")).encode("utf-8") + b"\n" for r in records
-        )
+        data = b"".join(jsonl_line(r).encode("utf-8") for r in records)
         self._f.write(data)
         self._f.flush()
         os.fsync(self._f.fileno())

@@ -24,7 +24,14 @@ from torch import nn
 
 from ..purification.base import Purifier
 from .config import ConfigError, format_eps
-from .threats import AttackTarget, ThreatModel, create_threat_model, defense_fingerprint, threat_model_names
+from .threats import (
+    AttackTarget,
+    ThreatModel,
+    create_threat_model,
+    defense_fingerprint,
+    state_dict_sha256,
+    threat_model_names,
+)
 
 DEFAULT_EOT_SAMPLES = 20
 """EOT samples per gradient for a randomised defense (AutoAttack 'rand', DiffPure)."""
@@ -184,18 +191,12 @@ def classifier_fingerprint(model: nn.Module) -> dict[str, Any]:
     weights under the same name.
     """
     cfg = getattr(model, "cfg", None)
-    h = hashlib.sha256()
-    for k, v in model.state_dict().items():
-        h.update(k.encode())
-        t = v.detach().cpu().contiguous()
-        h.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     name = getattr(cfg, "name", None) or getattr(model, "name", None) or type(model).__name__
     return {
         "name": str(name),
         "class": f"{type(model).__module__}.{type(model).__qualname__}",
         "cfg": _jsonable(cfg) if cfg is not None else None,
-        "params_sha256": h.hexdigest(),
+        "params_sha256": state_dict_sha256(model),
         "weights_sha256": getattr(model, "weights_sha256", None),
     }
 

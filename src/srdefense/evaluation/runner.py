@@ -34,7 +34,7 @@ from .cache import CACHE_VERSION, AdversarialCache
 from .checks import check_classifier
 from .config import ConfigError
 from .examples import save_examples, thumbnail
-from .io import JsonlWriter, atomic_write_text
+from .io import JsonlWriter, atomic_write_text, jsonl_line
 from .metrics import finite_or_none, psnr, quality_reference, ssim
 from .plan import (
     AttackRun,
@@ -501,7 +501,7 @@ def run_plan(
                     }
                 )
             # the log keeps exactly the complete batches; new batches are appended after them
-            atomic_write_text(log, "".join(_line(r) for r in records))
+            atomic_write_text(log, "".join(jsonl_line(r.to_json()) for r in records))
         writer = JsonlWriter(log, truncate_to=None if resume else 0)
 
     names = list(class_names) if class_names is not None else None
@@ -604,12 +604,6 @@ def run_plan(
             write_report(results, out_dir)
     emit("done", done=len(records))
     return results
-
-
-def _line(r: SampleRecord) -> str:
-    import json
-
-    return json.dumps(r.to_json(), allow_nan=False, separators=(",", ":")) + "\n"
 
 
 def _default_class_names(classifier: nn.Module) -> list[str] | None:

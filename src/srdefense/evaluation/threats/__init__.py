@@ -24,6 +24,7 @@ from .base import (
     is_identity,
     list_threat_models,
     register_threat_model,
+    state_dict_sha256,
     threat_model_names,
     with_stand_ins,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "is_identity",
     "list_threat_models",
     "register_threat_model",
+    "state_dict_sha256",
     "threat_model_names",
     "with_stand_ins",
 ]

@@ -135,22 +135,27 @@ def identity_surrogate(purifier: Purifier) -> Callable[[torch.Tensor], torch.Ten
     return f
 
 
-def defense_fingerprint(purifier: Purifier) -> dict[str, Any]:
-    """Identity of a defense: class, configuration (repr) and a hash of its parameters and buffers."""
+def state_dict_sha256(module: nn.Module) -> str:
+    """sha256 over a module's state dict: every key, dtype, shape and the bytes of each tensor."""
     h = hashlib.sha256()
-    for k, v in purifier.state_dict().items():
+    for k, v in module.state_dict().items():
         h.update(k.encode())
         t = v.detach().cpu().contiguous()
         h.update(f"{t.dtype}{tuple(t.shape)}".encode())
         if t.numel():
             h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def defense_fingerprint(purifier: Purifier) -> dict[str, Any]:
+    """Identity of a defense: class, configuration (repr) and a hash of its parameters and buffers."""
     weights = sorted(
         {str(m.weights_sha256) for m in purifier.modules() if getattr(m, "weights_sha256", None)}
     )
     return {
         "class": f"{type(purifier).__module__}.{type(purifier).__qualname__}",
         "repr": repr(purifier),
-        "params_sha256": h.hexdigest(),
+        "params_sha256": state_dict_sha256(purifier),
         "weights_sha256": weights,
     }
 
