@@ -3,6 +3,10 @@
 scikit-image uses the ITU-R BT.601 "studio swing" matrix on float RGB in [0, 1]: the result has
 Y in [16, 235] and Cb, Cr in [16, 240] (not rescaled to [0, 1]). The inverse matrix is the
 float64 inverse of the forward one, as in scikit-image.
+
+:func:`rgb_to_ycbcr` / :func:`ycbcr_to_rgb` accumulate in numpy's order (bit-equal pixels stay
+bit-equal); the ``_fast`` variants are one batched matrix product each, for callers that do not
+need that (last-bit rounding may differ), optionally written into a given buffer.
 """
 
 from __future__ import annotations
@@ -11,7 +15,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["YCBCR_FROM_RGB", "YCBCR_OFFSET", "RGB_FROM_YCBCR", "rgb_to_ycbcr", "ycbcr_to_rgb"]
+__all__ = [
+    "YCBCR_FROM_RGB",
+    "YCBCR_OFFSET",
+    "RGB_FROM_YCBCR",
+    "rgb_to_ycbcr",
+    "rgb_to_ycbcr_fast",
+    "ycbcr_to_rgb",
+    "ycbcr_to_rgb_fast",
+]
 
 #: Forward matrix (rows: Y, Cb, Cr), the same as ``skimage.color.colorconv.ycbcr_from_rgb``.
 YCBCR_FROM_RGB: np.ndarray = np.array(
@@ -108,3 +120,40 @@ def ycbcr_to_rgb(x: Tensor) -> Tensor:
     _check(x, "x")
     mat_t, off = _constants("inv", x.dtype, x.device)
     return _apply(mat_t, x - off)
+
+
+def _bmm(mat: np.ndarray, bias: np.ndarray, x: Tensor, out: Tensor | None) -> Tensor:
+    """``mat @ x + bias`` over the channel axis of (N, 3, H, W), as one ``baddbmm``."""
+    n, _, h, wd = x.shape
+    m = torch.as_tensor(mat, dtype=x.dtype, device=x.device)
+    b = torch.as_tensor(bias, dtype=x.dtype, device=x.device)[:, None]
+    args = (b.expand(n, 3, 1), m.expand(n, 3, 3), x.reshape(n, 3, h * wd))
+    if out is not None:
+        return torch.baddbmm(*args, out=out.view(n, 3, h * wd)).view(x.shape)
+    return torch.baddbmm(*args).reshape(x.shape)
+
+
+def rgb_to_ycbcr_fast(x: Tensor, out: Tensor | None = None) -> Tensor:
+    """:func:`rgb_to_ycbcr` of an (N, 3, H, W) batch as one batched matrix product.
+
+    Args:
+        x: RGB images, float.
+        out: optional contiguous buffer of ``x``'s shape and dtype to write into.
+
+    Returns:
+        YCbCr images (``out`` when given); last-bit rounding may differ from :func:`rgb_to_ycbcr`.
+    """
+    return _bmm(YCBCR_FROM_RGB, YCBCR_OFFSET, x, out)
+
+
+def ycbcr_to_rgb_fast(y: Tensor, out: Tensor | None = None) -> Tensor:
+    """:func:`ycbcr_to_rgb` of an (N, 3, H, W) batch as one batched matrix product.
+
+    Args:
+        y: YCbCr images, float.
+        out: optional contiguous buffer of ``y``'s shape and dtype to write into.
+
+    Returns:
+        RGB images (``out`` when given); last-bit rounding may differ from :func:`ycbcr_to_rgb`.
+    """
+    return _bmm(RGB_FROM_YCBCR, -RGB_FROM_YCBCR @ YCBCR_OFFSET, y, out)
