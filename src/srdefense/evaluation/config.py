@@ -6,13 +6,14 @@ both build an :class:`EvalConfig` and call :func:`run_config`.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .._eps import format_eps  # noqa: F401  (re-exported: reports and plans import it from here)
+from .._eps import parse_eps as _parse_eps
 from .threats import threat_model_names
 
 SETTINGS = tuple(threat_model_names())
@@ -44,23 +45,7 @@ def parse_eps(value: str | float | int) -> float:
     Raises:
         ConfigError: if the value is not a finite non-negative number or fraction.
     """
-    if isinstance(value, bool):
-        raise ConfigError(f"eps: expected a number such as 4/255 or 0.01, got {value!r}")
-    if isinstance(value, int | float):
-        out = float(value)
-    else:
-        text = str(value).strip()
-        try:
-            if "/" in text:
-                a, _, b = text.partition("/")
-                out = float(a) / float(b)
-            else:
-                out = float(text)
-        except (ValueError, ZeroDivisionError):
-            raise ConfigError(f"eps: expected a number such as 4/255 or 0.01, got {value!r}") from None
-    if not math.isfinite(out) or out < 0:
-        raise ConfigError(f"eps: expected a finite value >= 0, got {value!r}")
-    return out
+    return _parse_eps(value, ConfigError)
 
 
 def parse_eps_list(value: str | float | Iterable[str | float] | None) -> list[float]:
@@ -74,16 +59,6 @@ def parse_eps_list(value: str | float | Iterable[str | float] | None) -> list[fl
     else:
         items = list(value)
     return [parse_eps(v) for v in items]
-
-
-def format_eps(eps: float | None) -> str:
-    """Readable budget: ``4/255`` when it is a whole number of 255ths, else ``%g``; ``-`` for None."""
-    if eps is None:
-        return "-"
-    k = eps * 255
-    if eps > 0 and abs(k - round(k)) < 1e-6:
-        return f"{round(k)}/255"
-    return f"{eps:g}"
 
 
 def split_names(value: str | Iterable[str] | None) -> list[str]:
@@ -370,7 +345,7 @@ def resolve_defense_names(specs: Sequence[str]) -> list[str]:
     infos = list_defenses()
     known = [d.name for d in infos]
     out: list[str] = []
-    from .comparison import ABLATIONS
+    from ..purification.presets import ABLATIONS
 
     for spec in specs:
         if spec == "ablations":

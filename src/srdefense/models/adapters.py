@@ -20,8 +20,9 @@ from typing import Any
 from torch import nn
 
 from .._weights import WeightsError, load_weights, mark_weights
+from .cfg import ClassifierCfg, ClassifierLoadError
 from .normalize import NormalizedClassifier
-from .registry import ClassifierCfg, ClassifierLoadError
+from .schemes import register_scheme
 
 _CPU_HINT = "(on a CPU-only machine add `--extra-index-url https://download.pytorch.org/whl/cpu`)"
 
@@ -65,6 +66,7 @@ def _label_set(num_classes: int) -> str:
     return "imagenet" if num_classes == 1000 else f"{num_classes} classes"
 
 
+@register_scheme("timm")
 def timm_classifier(
     name: str, *, weights: str | Path | None = None, weights_sha256: str | None = None
 ) -> NormalizedClassifier:
@@ -118,6 +120,7 @@ def timm_classifier(
     return NormalizedClassifier(model, cfg)
 
 
+@register_scheme("torchvision")
 def torchvision_classifier(
     name: str, *, weights: str | Path | None = None, weights_sha256: str | None = None
 ) -> NormalizedClassifier:

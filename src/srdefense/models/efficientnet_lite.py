@@ -21,7 +21,8 @@ from pathlib import Path
 from torch import nn
 
 from .._weights import WeightsError, load_weights, mark_weights
-from .registry import ClassifierCfg, ClassifierLoadError, register_classifier
+from .cfg import ClassifierCfg, ClassifierLoadError
+from .registry import register_classifier
 
 _SOURCE = (
     "Google TensorFlow EfficientNet-Lite checkpoints (github.com/tensorflow/tpu, "

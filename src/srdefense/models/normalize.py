@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from .._validation import check_image_batch
 
 if TYPE_CHECKING:
-    from .registry import ClassifierCfg
+    from .cfg import ClassifierCfg
 
 
 def _triple(values: Sequence[float] | float, name: str) -> tuple[float, float, float]:

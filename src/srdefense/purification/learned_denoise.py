@@ -22,7 +22,9 @@ from torch import Tensor
 
 from .._registry import Registry
 from .base import Purifier
+from .sr_models.spandrel_backend import load_spandrel
 from .superres import tiled_forward
+from .wavelet import WaveletDenoise
 
 
 class LearnedDenoise(Purifier):
@@ -57,8 +59,6 @@ class LearnedDenoise(Purifier):
         tile_overlap: int | None = None,
     ) -> None:
         super().__init__()
-        from .sr_models.spandrel_backend import load_spandrel
-
         self.net = load_spandrel(weights, sha256=sha256, purpose="restoration", noise_level=noise_level)
         if tile_size is not None and tile_size < 1:
             raise ValueError(f"tile_size must be >= 1 or None, got {tile_size}")
@@ -111,8 +111,6 @@ DENOISERS: Registry[DenoiserInfo] = Registry("denoiser")
 
 
 def _make_wavelet(*, weights: str | Path | None = None, **kw: Any) -> Purifier:
-    from .wavelet import WaveletDenoise
-
     if weights is not None:
         raise ValueError("denoiser 'wavelet' has no weights (--denoiser-weights is for 'spandrel')")
     opts = {"sigma": 0.01, "convert2ycbcr": True, "legacy_sigma": True, **kw}

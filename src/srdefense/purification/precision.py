@@ -135,6 +135,16 @@ def autocast_for(dtype: torch.dtype, device: torch.device | str) -> Any:
     return torch.autocast(dev.type, dtype=dtype)
 
 
+class PrecisionStage:
+    """Marks a module whose compute precision is its ``precision`` attribute (``SuperResolve``).
+
+    :func:`set_precision` and :func:`precision_fidelity` switch every such stage of a model;
+    the marker keeps this module below the stages it switches (no import of them here).
+    """
+
+    precision: str
+
+
 def set_precision(module: nn.Module, precision: str) -> nn.Module:
     """Set ``precision`` on every super-resolution stage inside ``module`` (in place).
 
@@ -147,20 +157,16 @@ def set_precision(module: nn.Module, precision: str) -> nn.Module:
     Returns:
         ``module`` itself.
     """
-    from .superres import SuperResolve
-
     check_precision(precision)
     for m in module.modules():
-        if isinstance(m, SuperResolve):
+        if isinstance(m, PrecisionStage):
             m.precision = precision
     return module
 
 
 @contextmanager
 def _precision(module: nn.Module, precision: str) -> Iterator[None]:
-    from .superres import SuperResolve
-
-    stages = [m for m in module.modules() if isinstance(m, SuperResolve)]
+    stages = [m for m in module.modules() if isinstance(m, PrecisionStage)]
     old = [m.precision for m in stages]
     for m in stages:
         m.precision = precision

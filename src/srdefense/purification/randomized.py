@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from .._validation import check_image_batch
 from .base import Purifier
 from .registry import register_defense
+from .wavelet import denoise_wavelet  # the batched, scikit-image-compatible denoiser
 
 __all__ = ["PixelDeflection", "RandomResizePad", "pixel_deflection", "random_resize_pad"]
 
@@ -413,8 +414,6 @@ class PixelDeflection(Purifier):
         y = pixel_deflection(x, self.deflections, self.window, generator=self.generator)
         if not self.denoise or y.shape[0] == 0:
             return y
-        from .wavelet import denoise_wavelet  # the batched, scikit-image-compatible denoiser
-
         y = denoise_wavelet(
             y,
             sigma=self.sigma,

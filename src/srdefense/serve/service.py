@@ -29,6 +29,7 @@ import torch
 from starlette.concurrency import run_in_threadpool
 from torch import Tensor, nn
 
+from .._eps import parse_fraction
 from ..data.io import ImageReadError, ImageTooLargeError, NotAnImageError, decode_image, encode_png
 from ..data.transforms import preprocess
 from .batching import BatchWorker, WorkerStoppedError
@@ -259,13 +260,8 @@ def parse_eps(text: str) -> float:
     Raises:
         ServiceError: 422 when it is neither.
     """
-    raw = text.strip()
     try:
-        if "/" in raw:
-            a, _, b = raw.partition("/")
-            value = float(a) / float(b)
-        else:
-            value = float(raw)
+        value = parse_fraction(text)
     except (ValueError, ZeroDivisionError):
         raise ServiceError(
             422, "invalid_parameter", f"eps: expected a number such as 0.0157 or 4/255, got {text!r}"
@@ -354,9 +350,8 @@ class PurificationService:
         Raises:
             ServiceError: 422 naming the known defenses or the accepted parameters.
         """
-        from ..purification.registry import DEFENSES, _ensure_builtin_defenses, parse_defense_spec
+        from ..purification.registry import DEFENSES, parse_defense_spec
 
-        _ensure_builtin_defenses()
         spec = spec.strip()
         try:
             name, params = parse_defense_spec(spec)

@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..._weights import WeightsError, sha256_file
+from ..weight_cache import cached_state_dict
 
 SPANDREL_INSTALL = 'pip install --no-deps "spandrel==0.4.2" einops   (or: pip install -e ".[spandrel]")'
 """How to install the optional dependency without torchvision (and a CUDA torch)."""
@@ -289,8 +290,6 @@ def load_spandrel(
         SpandrelUnavailableError: spandrel is not installed.
         WeightsError: unreadable file, sha256 mismatch, unknown architecture, wrong purpose.
     """
-    from ..superres import cached_state_dict
-
     spandrel = import_spandrel()
     sd = cached_state_dict(weights, sha256)
     sd = spandrel.canonicalize_state_dict(dict(sd))
