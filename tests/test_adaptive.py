@@ -271,7 +271,7 @@ def test_card_flags_masked_toys_and_not_the_undefended_classifier(
 def _has_square() -> bool:
     from srdefense.attacks import list_attacks
 
-    return "square" in [a if isinstance(a, str) else a.name for a in list_attacks()]
+    return "square" in [a.name for a in list_attacks()]
 
 
 def test_card_gray_vs_white_flags_an_adaptive_attack_weaker_than_a_blind_one(

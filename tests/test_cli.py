@@ -281,11 +281,11 @@ def _registry_names() -> dict[str, list[str]]:
     from srdefense.purification.superres import list_sr_models
 
     return {
-        "classifiers": list_classifiers(),
+        "classifiers": [c.name for c in list_classifiers()],
         "sr": [i.name for i in list_sr_models()],
         "denoisers": [d.name for d in list_denoisers()],
         "defenses": [d.name for d in list_defenses()],
-        "attacks": list_attacks(),
+        "attacks": [a.name for a in list_attacks()],
         "settings": [t.name for t in list_threat_models()],
     }
 

@@ -32,7 +32,7 @@ from srdefense.models import (
 
 torch.set_num_threads(2)
 
-NAMES = list_classifiers()
+NAMES = [c.name for c in list_classifiers()]
 
 
 @pytest.fixture(scope="module", params=NAMES)

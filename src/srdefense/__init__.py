@@ -9,6 +9,8 @@ Example:
     >>> model = srdefense.Defended(srdefense.paper_defense(), classifier)
 """
 
+from ._registry import RegistryInfo
+from ._spec import parse_spec
 from ._weights import weights_fingerprint
 from .data import load_dataset, read_image, write_png
 from .models import (
@@ -49,6 +51,7 @@ __all__ = [
     "Identity",
     "NoGradientError",
     "Purifier",
+    "RegistryInfo",
     "ResizeBack",
     "SuperResolve",
     "WaveletDenoise",
@@ -63,6 +66,7 @@ __all__ = [
     "list_sr_models",
     "load_dataset",
     "paper_defense",
+    "parse_spec",
     "precision_fidelity",
     "read_image",
     "set_precision",

@@ -1,11 +1,50 @@
-"""A small explicit registry: unknown names raise an error listing the known names."""
+"""A small explicit registry: unknown names raise an error listing the known names.
+
+Every ``list_*`` function of the package (classifiers, SR models, denoisers, defenses,
+attacks) returns entries of the one shape :class:`RegistryInfo` describes, so a caller reads
+``info.name`` / ``info.description`` / ``info.reference`` / ``info.capabilities`` whatever the
+registry.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 T = TypeVar("T")
+
+
+@runtime_checkable
+class RegistryInfo(Protocol):
+    """What every registry entry tells about itself (returned by every ``list_*`` function).
+
+    Attributes:
+        name: registry name.
+        description: one line for listings.
+        reference: the paper or source it comes from.
+        capabilities: registry-specific facts as a JSON-able dict (e.g. a defense's
+            ``differentiable`` and ``randomized``, an attack's ``norm``).
+    """
+
+    @property
+    def name(self) -> str:
+        """Registry name."""
+        ...
+
+    @property
+    def description(self) -> str:
+        """One line for listings."""
+        ...
+
+    @property
+    def reference(self) -> str:
+        """The paper or source it comes from."""
+        ...
+
+    @property
+    def capabilities(self) -> dict[str, Any]:
+        """Registry-specific facts (JSON-able)."""
+        ...
 
 
 class Registry(Generic[T]):

@@ -24,7 +24,7 @@ from .gradient import (
     LinfGradientAttack,
     LinfPGD,
 )
-from .registry import ATTACKS, create_attack, list_attacks
+from .registry import ATTACKS, AttackInfo, create_attack, list_attacks, register_attack
 from .square import Square
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "PGD",
     "APGDRun",
     "Attack",
+    "AttackInfo",
     "AutoAttack",
     "AutoAttackRand",
     "CarliniWagnerL2",
@@ -60,4 +61,5 @@ __all__ = [
     "l2_norms",
     "linf_norms",
     "list_attacks",
+    "register_attack",
 ]

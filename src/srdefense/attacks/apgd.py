@@ -52,6 +52,7 @@ from .base import (
     value_and_grad,
 )
 from .losses import fooled, objective
+from .registry import register_attack
 
 Norm = Literal["linf", "l2"]
 NORMS: tuple[str, ...] = ("linf", "l2")
@@ -330,6 +331,7 @@ class APGD(Attack):
         robust[idx] = robust[idx] & ~run.fooled
 
 
+@register_attack
 class APGDCE(APGD):
     """APGD on the cross-entropy loss (AutoAttack's first attack).
 
@@ -379,6 +381,7 @@ class APGDCE(APGD):
         return p
 
 
+@register_attack
 class APGDDLR(APGD):
     """APGD on the Difference of Logits Ratio loss (shift- and scale-invariant).
 
@@ -428,6 +431,7 @@ class APGDDLR(APGD):
         return p
 
 
+@register_attack
 class APGDT(APGD):
     """APGD-T: targeted DLR towards each of the highest-ranked wrong classes in turn.
 

@@ -26,6 +26,7 @@ from .apgd import APGDCE, APGDDLR, APGDT, REFERENCE, Norm, check_norm
 from .apgd import DEFAULT_EPS as _DEFAULT_EPS
 from .base import Attack, clip_perturbation
 from .losses import fooled
+from .registry import register_attack
 from .square import Square
 
 CLEAN = "clean"  # the fooled_by entry of a sample already misclassified without an attack
@@ -48,6 +49,7 @@ class EnsembleResult:
     fooled_by: list[str | None]
 
 
+@register_attack
 class AutoAttack(Attack):
     """AutoAttack, standard version: APGD-CE, APGD-T, Square (per-sample worst case).
 
@@ -182,6 +184,7 @@ class AutoAttack(Attack):
         return self.run(model, images, labels, generator=generator).adv
 
 
+@register_attack
 class AutoAttackRand(AutoAttack):
     """AutoAttack for randomised defenses: APGD-CE, then APGD-DLR, with EOT over 20 draws.
 

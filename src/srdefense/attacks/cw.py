@@ -19,8 +19,10 @@ from torch import Tensor, nn
 
 from .base import Attack, LossFn, TargetMode, _bcast, _rows, value_and_grad
 from .losses import margin
+from .registry import register_attack
 
 
+@register_attack
 class CarliniWagnerL2(Attack):
     """Carlini-Wagner L2 attack.
 

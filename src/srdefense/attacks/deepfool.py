@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import Attack, _bcast, _rows
+from .registry import register_attack
 
 
 class DeepFool(Attack):
@@ -120,6 +121,7 @@ class DeepFool(Attack):
         return adv
 
 
+@register_attack
 class LinfDeepFool(DeepFool):
     """DeepFool for the Linf norm: step ``(|f| / ||w||_1 + 1e-4) * sign(w)``."""
 
@@ -133,6 +135,7 @@ class LinfDeepFool(DeepFool):
         return d, _bcast(d + 1e-4, w) * w.sign()
 
 
+@register_attack
 class L2DeepFool(DeepFool):
     """DeepFool for the L2 norm (the original): step ``(|f| / ||w||_2 + 1e-4) * w / ||w||_2``."""
 

@@ -34,6 +34,7 @@ from .base import (
     value_and_grad,
 )
 from .losses import objective
+from .registry import register_attack
 
 
 class GradientAttack(Attack):
@@ -181,6 +182,7 @@ def kurakin_steps(eps: float) -> int:
     return max(1, int(min(e + 4, 1.25 * e)))
 
 
+@register_attack
 class FGSM(LinfGradientAttack):
     """Fast Gradient Sign Method: ``x + eps * sign(grad)`` (Goodfellow, Shlens, Szegedy, ICLR 2015).
 
@@ -209,6 +211,7 @@ class FGSM(LinfGradientAttack):
         super().__init__(eps=eps, alpha=eps, steps=1, target=target, seed=seed, eot_samples=eot_samples)
 
 
+@register_attack
 class IFGSM(LinfGradientAttack):
     """Iterative FGSM / Basic Iterative Method (Kurakin, Goodfellow, Bengio, 2017).
 
@@ -250,6 +253,7 @@ class IFGSM(LinfGradientAttack):
 BIM = IFGSM
 
 
+@register_attack
 class MIFGSM(LinfGradientAttack):
     """Momentum Iterative FGSM (Dong et al., "Boosting Adversarial Attacks with Momentum", CVPR 2018).
 
@@ -296,6 +300,7 @@ class MIFGSM(LinfGradientAttack):
         )
 
 
+@register_attack
 class PGD(LinfGradientAttack):
     """Projected Gradient Descent, Linf (Madry et al., ICLR 2018).
 
@@ -341,6 +346,7 @@ class PGD(LinfGradientAttack):
 LinfPGD = PGD
 
 
+@register_attack
 class L2PGD(L2GradientAttack):
     """Projected Gradient Descent, L2 (Madry et al., ICLR 2018).
 

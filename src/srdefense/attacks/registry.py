@@ -1,23 +1,69 @@
-"""The attack registry: names for the API, the command line and the evaluation harness."""
+"""The attack registry: names for the API, the command line and the evaluation harness.
+
+An attack is one class plus one registration: ``@register_attack`` on the class, which reads
+its ``name``, ``reference`` and the first line of its docstring. The package imports every
+attack module, so every attack is registered once :mod:`srdefense.attacks` is imported.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from .._registry import Registry
-from .apgd import APGDCE, APGDDLR, APGDT
-from .autoattack import AutoAttack, AutoAttackRand
 from .base import Attack
-from .cw import CarliniWagnerL2
-from .deepfool import L2DeepFool, LinfDeepFool
-from .gradient import FGSM, IFGSM, L2PGD, MIFGSM, PGD
-from .square import Square
 
-ATTACKS: Registry[type[Attack]] = Registry("attack")
-for _cls in (FGSM, IFGSM, MIFGSM, PGD, L2PGD, LinfDeepFool, L2DeepFool, CarliniWagnerL2):
-    ATTACKS.add(_cls.name, _cls)
-for _cls in (APGDCE, APGDDLR, APGDT, Square, AutoAttack, AutoAttackRand):
-    ATTACKS.add(_cls.name, _cls)
+__all__ = ["ATTACKS", "AttackInfo", "create_attack", "list_attacks", "register_attack"]
+
+A = TypeVar("A", bound=type[Attack])
+
+
+@dataclass(frozen=True)
+class AttackInfo:
+    """Metadata of a registered attack.
+
+    Attributes:
+        name: registry name.
+        cls: the attack class.
+        description: one line for ``srdefense list attacks`` (the class docstring's first line).
+        reference: the paper it comes from.
+    """
+
+    name: str
+    cls: type[Attack]
+    description: str
+    reference: str
+
+    @property
+    def capabilities(self) -> dict[str, Any]:
+        """What the default configuration does: its norm, default eps, targeted variant."""
+        a = self.cls()
+        return {
+            "norm": a.distance,
+            "default_eps": a.eps,
+            "minimal_norm": a.eps is None,
+            "targeted": self.cls.supports_targets,
+        }
+
+
+ATTACKS: Registry[AttackInfo] = Registry("attack")
+
+
+def register_attack(cls: A) -> A:
+    """Class decorator registering an :class:`~srdefense.attacks.Attack` under ``cls.name``.
+
+    Example:
+        >>> @register_attack  # doctest: +SKIP
+        ... class MyAttack(LinfGradientAttack):
+        ...     '''One line for the listing.'''
+        ...     name = "my-attack"
+    """
+    doc = (cls.__doc__ or "").strip().splitlines()
+    ATTACKS.add(
+        cls.name,
+        AttackInfo(name=cls.name, cls=cls, description=doc[0] if doc else "", reference=cls.reference),
+    )
+    return cls
 
 
 def create_attack(name: str, *, eps: float | None = None, **kwargs: Any) -> Attack:
@@ -39,12 +85,12 @@ def create_attack(name: str, *, eps: float | None = None, **kwargs: Any) -> Atta
     Example:
         >>> attack = create_attack("pgd", eps=8 / 255, steps=20)
     """
-    cls = ATTACKS.get(name)
+    cls = ATTACKS.get(name).cls
     if eps is not None:
         kwargs["eps"] = eps
     return cls(**kwargs)
 
 
-def list_attacks() -> list[str]:
-    """Sorted names of the registered attacks."""
-    return ATTACKS.names()
+def list_attacks() -> list[AttackInfo]:
+    """All registered attacks, sorted by name."""
+    return [ATTACKS.get(n) for n in ATTACKS.names()]

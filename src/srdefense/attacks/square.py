@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from .apgd import DEFAULT_EPS, Norm, check_norm
 from .base import Attack, TargetMode, _bcast, l2_norms, rand
 from .losses import margin, objective
+from .registry import register_attack
 
 REFERENCE = (
     "Andriushchenko, Croce, Flammarion, Hein, 'Square Attack: a query-efficient black-box "
@@ -118,6 +119,7 @@ def _eta(s: int, like: Tensor) -> Tensor:
     return v / v.norm()
 
 
+@register_attack
 class Square(Attack):
     """Square Attack, Linf and L2 (score-based: only logits, never gradients).
 

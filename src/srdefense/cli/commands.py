@@ -12,13 +12,26 @@ import typer
 from rich.markup import escape
 
 from ..data.io import DEFAULT_MAX_PIXELS
+from ..models.registry import CLASSIFIERS
+from ..models.schemes import SCHEMES
+from ..purification.learned_denoise import DENOISERS
+from ..purification.precision import PRECISIONS
+from ..purification.registry import DEFENSES
+from ..purification.sr_backends import SR_MODELS
 from ._app import app
 from ._common import console, err_console, fail, print_json, progress_bar, resolve_device
 
+# Help texts name what the registries hold (never a hand-written list of names).
 PRECISION_HELP = (
-    "Super-resolution arithmetic: fp32, bf16, fp16 or auto (bf16 where the CPU has AVX512-BF16/AMX "
-    "or on CUDA, else fp32)."
+    f"Super-resolution arithmetic: {', '.join(PRECISIONS)} (auto: bf16 where the CPU has "
+    "AVX512-BF16/AMX or on CUDA, else fp32)."
 )
+_DEFENSE_HELP = (
+    f"Defense spec NAME or NAME:key=value (e.g. wd:sigma=0.02); NAME: {', '.join(DEFENSES.names())}."
+)
+_SCHEMES = ", ".join(f"{s}:NAME" for s in SCHEMES.names())
+_CLASSIFIER_HELP = f"Classifier: {', '.join(CLASSIFIERS.names())}, {_SCHEMES} or module.py:factory."
+_SR_HELP = f"Super-resolution backend: {', '.join(SR_MODELS.names())} (or NAME:option=value)."
 
 
 def build_defense(
@@ -86,7 +99,8 @@ def _precision(value: str) -> str:
 
 
 _DENOISER_HELP = (
-    "Denoising before SR: wavelet (the paper), spandrel (learned, replaces it), wavelet+spandrel, none."
+    f"Denoising before SR: {', '.join(DENOISERS.names())}, a chain such as wavelet+spandrel, or none "
+    "(wavelet is the paper's)."
 )
 
 
@@ -156,8 +170,8 @@ def _file_id(path: Path) -> tuple[int, int] | None:
 def purify(
     inputs: Annotated[list[Path], typer.Argument(help="Image files (any format PIL reads).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the purified PNG files.")],
-    defense: Annotated[str, typer.Option(help="Defense spec, e.g. paper, wd:sigma=0.02.")] = "paper",
-    sr: Annotated[str | None, typer.Option("--sr", help="Super-resolution backend.")] = None,
+    defense: Annotated[str, typer.Option(help=_DEFENSE_HELP)] = "paper",
+    sr: Annotated[str | None, typer.Option("--sr", help=_SR_HELP)] = None,
     sr_weights: Annotated[
         Path | None, typer.Option("--sr-weights", help="Weights for the SR backend (edsr, spandrel).")
     ] = None,
@@ -265,7 +279,7 @@ def purify(
 def classify(
     inputs: Annotated[list[Path], typer.Argument(help="Image files (any format PIL reads).")],
     classifier: Annotated[
-        str, typer.Option(help="Registered name, timm:NAME, torchvision:NAME or module.py:factory.")
+        str, typer.Option(help=_CLASSIFIER_HELP)
     ] = "efficientnet_lite0",
     classifier_weights: Annotated[
         Path | None, typer.Option("--classifier-weights", help="Weights for a module.py:factory model.")
@@ -274,8 +288,8 @@ def classify(
         str | None,
         typer.Option("--classifier-weights-sha256", help="Pin for --classifier-weights: its sha256."),
     ] = None,
-    defense: Annotated[str, typer.Option(help="Defense spec applied before classifying.")] = "none",
-    sr: Annotated[str | None, typer.Option("--sr", help="Super-resolution backend.")] = None,
+    defense: Annotated[str, typer.Option(help="Applied before classifying. " + _DEFENSE_HELP)] = "none",
+    sr: Annotated[str | None, typer.Option("--sr", help=_SR_HELP)] = None,
     sr_weights: Annotated[
         Path | None, typer.Option("--sr-weights", help="Weights for the SR backend.")
     ] = None,
@@ -388,14 +402,13 @@ def list_(
 
     tables: dict[str, tuple[str, list[Column], list[dict[str, Any]]]] = {}
     if what in ("all", "classifiers"):
-        from ..models import get_classifier_cfg, list_classifiers
+        from ..models import list_classifiers
 
         rows = []
-        for name in list_classifiers():
-            cfg = get_classifier_cfg(name)
+        for cfg in list_classifiers():
             rows.append(
                 {
-                    "name": name,
+                    "name": cfg.name,
                     "input": "x".join(map(str, cfg.input_size)),
                     "description": cfg.description,
                     "source": cfg.source,
@@ -404,7 +417,7 @@ def list_(
             )
         cols = [Column("name", key=True), Column("input", key=True), Column("description")]
         cols += [Column("source", optional=True), Column("license", optional=True)]
-        title = "classifiers (also timm:NAME, torchvision:NAME, module.py:factory)"
+        title = f"classifiers (also {_SCHEMES}, module.py:factory)"
         tables["classifiers"] = (title, cols, rows)
     if what in ("all", "sr"):
         from ..purification.superres import list_sr_models
@@ -455,17 +468,16 @@ def list_(
         from ..attacks import create_attack, list_attacks
 
         rows = []
-        for name in list_attacks():
-            a = create_attack(name)
-            doc = (type(a).__doc__ or "").strip().splitlines()
+        for info in list_attacks():
+            a = create_attack(info.name)
             rows.append(
                 {
-                    "name": name,
+                    "name": info.name,
                     "norm": a.norm,
                     "distance": a.distance,
                     "default_eps": a.eps,
-                    "description": doc[0] if doc else "",
-                    "reference": a.reference,
+                    "description": info.description,
+                    "reference": info.reference,
                 }
             )
         cols = [Column("name", key=True), Column("norm", key=True), Column("default eps", key=True)]

@@ -416,14 +416,14 @@ def attack_names() -> list[str]:
     """Names of the registered attacks."""
     from ..attacks import list_attacks
 
-    return [a if isinstance(a, str) else a.name for a in list_attacks()]
+    return [a.name for a in list_attacks()]
 
 
 def classifier_names() -> list[str]:
     """Names of the registered classifiers."""
     from ..models import list_classifiers
 
-    return [c if isinstance(c, str) else c.name for c in list_classifiers()]
+    return [c.name for c in list_classifiers()]
 
 
 def check_classifier_name(spec: str) -> None:

@@ -86,7 +86,7 @@ def build_attack_runs(attacks: Iterable[Any], eps: Sequence[float] | None = None
     Raises:
         ConfigError: unknown attack name (listing the known ones) or bad parameters.
     """
-    from ..purification.registry import parse_defense_spec
+    from .._spec import parse_spec
 
     eps_list = list(eps or [])
     runs: list[AttackRun] = []
@@ -94,7 +94,7 @@ def build_attack_runs(attacks: Iterable[Any], eps: Sequence[float] | None = None
         if isinstance(item, str):
             from ..attacks import create_attack
 
-            name, params = parse_defense_spec(item)
+            name, params = parse_spec(item, "attack")
             try:
                 if "eps" in params:
                     objs = [create_attack(name, **params)]

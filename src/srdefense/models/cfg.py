@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ClassifierCfg", "ClassifierLoadError"]
 
@@ -66,6 +67,21 @@ class ClassifierCfg:
     max_input: str = "any size >= 32x32 (global average pooling)"
     top1: float | None = None
     channels_last: bool = False
+
+    @property
+    def reference(self) -> str:
+        """Where the weights come from (the registry-wide name of :attr:`source`)."""
+        return self.source
+
+    @property
+    def capabilities(self) -> dict[str, Any]:
+        """Input size, label set, class count and the inputs it accepts."""
+        return {
+            "input_size": list(self.input_size),
+            "num_classes": self.num_classes,
+            "label_set": self.label_set,
+            "max_input": self.max_input,
+        }
 
     def weights_path(self) -> Path:
         """Locate the weight file inside :attr:`weights_package` without importing it.

@@ -90,9 +90,9 @@ def register_classifier(cfg: ClassifierCfg) -> Callable[[Builder], Builder]:
     return deco
 
 
-def list_classifiers() -> list[str]:
-    """Sorted names of the registered classifiers (adapter and user specs are not listed)."""
-    return CLASSIFIERS.names()
+def list_classifiers() -> list[ClassifierCfg]:
+    """The registered classifiers' metadata, sorted by name (adapter and user specs are not listed)."""
+    return [CLASSIFIERS.get(n).cfg for n in CLASSIFIERS.names()]
 
 
 def get_classifier_cfg(name: str) -> ClassifierCfg:

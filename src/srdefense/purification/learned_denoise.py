@@ -106,6 +106,11 @@ class DenoiserInfo:
     needs_weights: bool
     factory: Callable[..., Purifier]
 
+    @property
+    def capabilities(self) -> dict[str, Any]:
+        """Options and whether a weight file must be given."""
+        return {"options": self.options, "needs_weights": self.needs_weights}
+
 
 DENOISERS: Registry[DenoiserInfo] = Registry("denoiser")
 

@@ -42,6 +42,11 @@ class DefenseInfo:
     fast: bool = True
     defaults: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def capabilities(self) -> dict[str, Any]:
+        """``differentiable``, ``randomized`` and ``fast``, as in the listing."""
+        return {"differentiable": self.differentiable, "randomized": self.randomized, "fast": self.fast}
+
 
 DEFENSES: Registry[DefenseInfo] = Registry("defense")
 

@@ -105,6 +105,18 @@ class SRModelInfo:
     options: str = ""
     n_params: int | None = None
 
+    @property
+    def capabilities(self) -> dict[str, Any]:
+        """Scale, halo, options and whether a weight file must be given."""
+        return {
+            "scale": self.scale,
+            "scales": list(self.scales),
+            "halo": self.halo,
+            "needs_weights": self.needs_weights,
+            "options": self.options,
+            "n_params": self.n_params,
+        }
+
 
 SR_MODELS: Registry[SRModelInfo] = Registry("super-resolution model")
 
