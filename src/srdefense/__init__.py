@@ -21,6 +21,7 @@ from .models import (
     list_classifiers,
     wrap_classifier,
 )
+from .predict import Classification, ClassifyFailure, ClassifyResult, Prediction, classify
 from .purification import (
     BPDA,
     Compose,
@@ -45,17 +46,22 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BPDA",
+    "Classification",
+    "ClassifyFailure",
+    "ClassifyResult",
     "ClassifierCfg",
     "Compose",
     "Defended",
     "Identity",
     "NoGradientError",
+    "Prediction",
     "Purifier",
     "RegistryInfo",
     "ResizeBack",
     "SuperResolve",
     "WaveletDenoise",
     "__version__",
+    "classify",
     "create_classifier",
     "create_defense",
     "denoise_wavelet",

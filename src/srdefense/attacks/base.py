@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
+from .._random import rand_like, randn_like
 from .._validation import check_image_batch, check_labels
 
 TargetMode = Literal["random", "least-likely"]
@@ -232,16 +233,8 @@ def choose_targets(
 
 
 # ---------------------------------------------------------------------------- random draws
-def rand(shape: tuple[int, ...], like: Tensor, generator: torch.Generator | None) -> Tensor:
-    """Uniform [0, 1) draw of ``shape`` made on the generator's device, moved to ``like``'s."""
-    dev = generator.device if generator is not None else like.device
-    return torch.rand(shape, generator=generator, device=dev, dtype=like.dtype).to(like.device)
-
-
-def randn(shape: tuple[int, ...], like: Tensor, generator: torch.Generator | None) -> Tensor:
-    """Standard normal draw of ``shape`` made on the generator's device, moved to ``like``'s."""
-    dev = generator.device if generator is not None else like.device
-    return torch.randn(shape, generator=generator, device=dev, dtype=like.dtype).to(like.device)
+rand = rand_like  # the attacks' names for the shared draws of srdefense._random
+randn = randn_like
 
 
 # ---------------------------------------------------------------------------- norms

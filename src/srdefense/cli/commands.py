@@ -315,11 +315,8 @@ def classify(
     Images get the classifier's standard preprocessing (resize the shorter side, centre crop).
     Each unreadable input is reported; the exit status is 1 if any failed.
     """
-    from ..data.io import ImageReadError, read_image
-    from ..data.transforms import resize_center_crop
     from ..models import create_classifier
-    from ..models.imagenet import imagenet_classes, imagenet_wnids
-    from ..purification import Defended
+    from ..predict import classify as classify_images
 
     dev = resolve_device(device)
     if classifier_weights_sha256 is not None and classifier_weights is None:
@@ -330,37 +327,30 @@ def classify(
     except (KeyError, ValueError, TypeError, ImportError, FileNotFoundError, RuntimeError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         fail(f"--classifier {classifier}: {msg}")
-    cfg = model.cfg
     purifier = build_defense(
         defense, sr, sr_weights, None, denoiser, denoiser_weights, sr_weights_sha256, _precision(precision)
     )
-    defended = Defended(purifier, model).to(dev).eval()
-    names, wnids = imagenet_classes(), imagenet_wnids()
-    results: list[dict[str, Any]] = []
-    failures: list[dict[str, str]] = []
-    for src in inputs:
-        try:
-            image = read_image(src, max_pixels=max_pixels or None)
-            image = resize_center_crop(image, cfg.input_size[-1], crop_pct=cfg.crop_pct)
-            with torch.no_grad():
-                probs = defended(image.unsqueeze(0).to(dev)).softmax(-1)[0].cpu()
-        except (ImageReadError, OSError, ValueError, RuntimeError) as exc:
-            failures.append({"file": str(src), "error": str(exc)})
-            continue
-        top = probs.topk(min(top_k, probs.numel()))
-        preds = []
-        for rank, (p, i) in enumerate(zip(top.values.tolist(), top.indices.tolist(), strict=True), 1):
-            named = len(names) == probs.numel()
-            preds.append(
+    res = classify_images(
+        inputs, classifier=model, defense=purifier, top_k=top_k, device=dev, max_pixels=max_pixels or None
+    )
+    results: list[dict[str, Any]] = [
+        {
+            "file": r.source,
+            "defense": defense,
+            "predictions": [
                 {
-                    "rank": rank,
-                    "index": i,
-                    "wnid": wnids[i] if named else None,
-                    "name": names[i] if named else str(i),
-                    "probability": round(p, 6),
+                    "rank": p.rank,
+                    "index": p.index,
+                    "wnid": p.wnid,
+                    "name": p.name,
+                    "probability": round(p.probability, 6),
                 }
-            )
-        results.append({"file": str(src), "defense": defense, "predictions": preds})
+                for p in r.predictions
+            ],
+        }
+        for r in res.results
+    ]
+    failures = [{"file": f.source, "error": f.error} for f in res.errors]
     if as_json:
         print_json({"classifier": classifier, "results": results, "errors": failures})
     else:

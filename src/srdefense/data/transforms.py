@@ -26,6 +26,25 @@ def _as_batch(x: Tensor, name: str) -> tuple[Tensor, bool]:
     raise ValueError(f"{name}: expected shape (C, H, W) or (N, C, H, W), got {tuple(x.shape)}")
 
 
+def resize_to(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """Resize images to ``size`` with antialiased bilinear interpolation, clipped to [0, 1].
+
+    The one way the package resizes a purified image back to a given size (a 2x image to the
+    native size, a padded image to its input size, a photo to a thumbnail); differentiable.
+
+    Args:
+        x: images (N, C, H, W) in [0, 1].
+        size: ``(height, width)`` of the output.
+
+    Returns:
+        The resized images, (N, C, height, width), in [0, 1].
+    """
+    size = (int(size[0]), int(size[1]))
+    if x.shape[0] == 0:
+        return x.new_zeros((0, x.shape[1], *size))
+    return F.interpolate(x, size=size, mode="bilinear", antialias=True).clamp(0, 1)
+
+
 def resize_shorter(x: Tensor, size: int, *, interpolation: str = "bicubic", antialias: bool = True) -> Tensor:
     """Resize so that the shorter side is ``size``, keeping the aspect ratio.
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .._eps import format_eps  # noqa: F401  (re-exported: reports and plans import it from here)
 from .._eps import parse_eps as _parse_eps
+from ..purification.compose import RESOLUTIONS, resolution_policy
 from .threats import threat_model_names
 
 SETTINGS = tuple(threat_model_names())
@@ -181,8 +182,11 @@ class EvalConfig(BaseModel):
                 raise ConfigError(f"setting: unknown threat model {s!r}; known: {', '.join(SETTINGS)}")
         if not self.settings:
             raise ConfigError("setting: expected at least one threat model")
-        if self.resolution not in ("purified", "native"):
-            raise ConfigError(f"resolution: expected 'purified' or 'native', got {self.resolution!r}")
+        if self.resolution not in RESOLUTIONS:
+            try:  # the old spelling "2x" means "purified"
+                self.resolution = resolution_policy(self.resolution)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
         for key in ("batch_size", "n", "image_size", "eot_samples", "eval_draws"):
             v = getattr(self, key)
             if v is not None and v < 1:

@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from ..data.transforms import resize_to
 from .io import atomic_write_bytes, atomic_write_json
 
 THUMBNAIL = 192
@@ -28,9 +29,7 @@ def thumbnail(image: Tensor, size: int = THUMBNAIL) -> np.ndarray:
     h, w = x.shape[-2:]
     s = min(1.0, size / max(h, w))
     if s < 1.0:
-        x = nn.functional.interpolate(
-            x, size=(max(1, round(h * s)), max(1, round(w * s))), mode="bilinear", antialias=True
-        ).clamp(0, 1)
+        x = resize_to(x, (max(1, round(h * s)), max(1, round(w * s))))
     return (x[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
 
 

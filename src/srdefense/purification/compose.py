@@ -7,6 +7,7 @@ from typing import Literal
 from torch import Tensor, nn
 
 from .._validation import check_image_batch
+from ..data.transforms import resize_to
 from .base import Purifier
 
 
@@ -88,9 +89,7 @@ class ResizeBack(Purifier):
         """Antialiased bilinear downscaling by ``factor``."""
         if self.factor == 1:
             return x
-        h, w = x.shape[-2] // self.factor, x.shape[-1] // self.factor
-        y = nn.functional.interpolate(x, size=(h, w), mode="bilinear", antialias=True)
-        return y.clamp(0, 1)
+        return resize_to(x, (x.shape[-2] // self.factor, x.shape[-1] // self.factor))
 
     def bpda_surrogate(self, x: Tensor) -> Tensor:
         """Differentiable already: the stage itself."""
@@ -102,6 +101,23 @@ class ResizeBack(Purifier):
 
 
 ResolutionPolicy = Literal["purified", "native"]
+"""What the classifier receives: the purifier's output as is, or that resized to the input size."""
+
+RESOLUTIONS: tuple[str, ...] = ("purified", "native")
+#: Older spellings accepted wherever a user names the policy (spec strings, YAML, CLI, HTTP).
+RESOLUTION_ALIASES: dict[str, str] = {"2x": "purified"}
+
+
+def resolution_policy(value: str) -> ResolutionPolicy:
+    """The resolution policy named ``value``: ``"purified"`` (alias ``"2x"``) or ``"native"``.
+
+    Raises:
+        ValueError: for any other value, naming the accepted ones.
+    """
+    policy = RESOLUTION_ALIASES.get(value, value) if isinstance(value, str) else value
+    if policy not in RESOLUTIONS:
+        raise ValueError(f"resolution: expected 'purified' (alias '2x') or 'native', got {value!r}")
+    return policy  # type: ignore[return-value]
 
 
 class Defended(nn.Module):
@@ -110,19 +126,19 @@ class Defended(nn.Module):
     Args:
         purifier: the defense (any :class:`Purifier`).
         classifier: any ``nn.Module`` mapping [0, 1] images to logits (normalisation inside).
-        resolution: ``"purified"`` classifies the purifier's output as is (the 2x image, as the
-            paper does); ``"native"`` resizes it back to the input size with antialiasing.
+        resolution: ``"purified"`` (alias ``"2x"``) classifies the purifier's output as is (the
+            2x image, as the paper does); ``"native"`` resizes it back to the input size with
+            antialiasing.
     """
 
     def __init__(
-        self, purifier: Purifier, classifier: nn.Module, resolution: ResolutionPolicy = "purified"
+        self, purifier: Purifier, classifier: nn.Module, resolution: str = "purified"
     ) -> None:
         super().__init__()
-        if resolution not in ("purified", "native"):
-            raise ValueError(f"resolution: expected 'purified' or 'native', got {resolution!r}")
+        policy = resolution_policy(resolution)
         self.purifier = purifier
         self.classifier = classifier
-        self.resolution = resolution
+        self.resolution: ResolutionPolicy = policy
 
     def purify_and_classify(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """``(logits, purified)``: the logits of :meth:`forward` and the purified images they came from."""
@@ -130,9 +146,7 @@ class Defended(nn.Module):
         purified = self.purifier(images)
         x = purified
         if self.resolution == "native" and x.shape[-2:] != images.shape[-2:]:
-            x = nn.functional.interpolate(x, size=images.shape[-2:], mode="bilinear", antialias=True).clamp(
-                0, 1
-            )
+            x = resize_to(x, (images.shape[-2], images.shape[-1]))
         return self.classifier(x), purified
 
     def forward(self, images: Tensor) -> Tensor:

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from .base import Identity, Purifier
-from .compose import Compose, ResizeBack
+from .compose import Compose, ResizeBack, resolution_policy
 from .jpeg import JPEG
 from .learned_denoise import denoising_stages
 from .registry import register_defense
@@ -23,7 +23,8 @@ from .wavelet import WaveletDenoise
 
 PAPER = "Mustafa et al., Image Super-Resolution as a Defense Against Adversarial Attacks, IEEE TIP 2020"
 
-Resolution = Literal["2x", "native"]
+Resolution = Literal["purified", "2x", "native"]
+"""The resolution policy (:func:`~.compose.resolution_policy`); ``"2x"`` is the old name of ``"purified"``."""
 
 
 class UInt8Quantize(Purifier):
@@ -55,11 +56,7 @@ class UInt8Quantize(Purifier):
 
 
 def _resolution_stage(resolution: str, factor: int) -> list[Purifier]:
-    if resolution == "2x":
-        return []
-    if resolution == "native":
-        return [ResizeBack(factor)]
-    raise ValueError(f"resolution: expected '2x' or 'native', got {resolution!r}")
+    return [ResizeBack(factor)] if resolution_policy(resolution) == "native" else []
 
 
 def _sr_stages(
@@ -88,7 +85,7 @@ def paper_defense(
     legacy_sigma: bool = True,
     sr_model: str = "upconv7",
     sr_weights: str | Path | None = None,
-    resolution: Resolution = "2x",
+    resolution: Resolution = "purified",
     tile_size: int | None = None,
     precision: str = "fp32",
     denoiser: str = "wavelet",
@@ -114,8 +111,8 @@ def paper_defense(
             ``sr_weights`` when given).
         sr_weights: weight file for the backend (required for ``edsr``). The module that
             loads it records the file's sha256 (:func:`srdefense.weights_fingerprint`).
-        resolution: ``"2x"`` classifies the 2x image (the paper); ``"native"`` resizes it back
-            to the input size with antialiasing.
+        resolution: ``"purified"`` (alias ``"2x"``) classifies the 2x image (the paper);
+            ``"native"`` resizes it back to the input size with antialiasing.
         tile_size: process super-resolution in tiles of this many input pixels.
         precision: super-resolution arithmetic, ``"fp32"`` (default), ``"bf16"``, ``"fp16"`` or
             ``"auto"`` (see :mod:`srdefense.purification.precision`).
@@ -177,7 +174,7 @@ def _paper_faithful(
     jpeg_quality: int = 75,
     sr_model: str = "upconv7",
     sr_weights: str | None = None,
-    resolution: Resolution = "2x",
+    resolution: Resolution = "purified",
     tile_size: int | None = None,
     sr_weights_sha256: str | None = None,
     precision: str = "fp32",
@@ -231,7 +228,7 @@ def _wd(
 def _sr(
     sr_model: str = "upconv7",
     sr_weights: str | None = None,
-    resolution: Resolution = "2x",
+    resolution: Resolution = "purified",
     tile_size: int | None = None,
     sr_weights_sha256: str | None = None,
     precision: str = "fp32",
@@ -251,7 +248,7 @@ def _interp(mode: str) -> None:
         wd: bool = False,
         sigma: float | None = 0.01,
         legacy_sigma: bool = True,
-        resolution: Resolution = "2x",
+        resolution: Resolution = "purified",
     ) -> Purifier:
         if wd:  # the paper's pipeline with interpolation in place of super-resolution
             return paper_defense(sigma=sigma, legacy_sigma=legacy_sigma, sr_model=mode, resolution=resolution)

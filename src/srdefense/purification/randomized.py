@@ -13,7 +13,9 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from .._random import make_generator, randint
 from .._validation import check_image_batch
+from ..data.transforms import resize_to
 from .base import Purifier
 from .registry import register_defense
 from .wavelet import denoise_wavelet  # the batched, scikit-image-compatible denoiser
@@ -24,56 +26,6 @@ _XIE = "Xie, Wang, Zhang, Ren, Yuille, Mitigating Adversarial Effects Through Ra
 _PRAKASH = (
     "Prakash, Moran, Garber, DiLillo, Storer, Deflecting Adversarial Attacks with Pixel Deflection, CVPR 2018"
 )
-
-
-# ----------------------------------------------------------------------------------------------
-# random draws shared by the randomised defenses
-# ----------------------------------------------------------------------------------------------
-
-
-def make_generator(
-    generator: torch.Generator | None = None, seed: int | None = None
-) -> torch.Generator | None:
-    """Return ``generator``, or a new CPU generator seeded with ``seed``, or ``None``.
-
-    Raises:
-        ValueError: if both are given.
-        TypeError: if ``generator`` is not a ``torch.Generator``.
-    """
-    if generator is not None and seed is not None:
-        raise ValueError("pass either generator or seed, not both")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator: expected a torch.Generator, got {type(generator).__name__}")
-    if seed is not None:
-        g = torch.Generator()
-        g.manual_seed(int(seed))
-        return g
-    return generator
-
-
-def _gen_device(generator: torch.Generator | None) -> torch.device:
-    return torch.device("cpu") if generator is None else generator.device
-
-
-def rand(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> Tensor:
-    """Uniform [0, 1) float32 draws from ``generator``, returned on ``device``."""
-    u = torch.rand(shape, generator=generator, device=_gen_device(generator))
-    return u.to(device)
-
-
-def randint(
-    low: int | Tensor,
-    high: int | Tensor,
-    shape: tuple[int, ...],
-    generator: torch.Generator | None,
-    device: torch.device,
-) -> Tensor:
-    """Integers uniform in ``[low, high)`` (elementwise bounds allowed), as int64 on ``device``."""
-    u = torch.rand(shape, generator=generator, device=_gen_device(generator), dtype=torch.float64).to(device)
-    low_t = torch.as_tensor(low, device=device)
-    span = torch.as_tensor(high, device=device) - low_t
-    k = torch.floor(u * span).to(torch.int64)
-    return low_t + torch.minimum(k, span - 1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -226,9 +178,7 @@ class RandomResizePad(Purifier):
     def _back(self, y: Tensor, size: tuple[int, int]) -> Tensor:
         if not self.resize_back:
             return y
-        if y.shape[0] == 0:
-            return y.new_zeros((0, y.shape[1], *size))
-        return nn.functional.interpolate(y, size=size, mode="bilinear", antialias=True).clamp(0, 1)
+        return resize_to(y, size)
 
     def purify(self, x: Tensor) -> Tensor:
         """Resize to a random size and pad at a random position (one draw per image)."""

@@ -28,9 +28,9 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .._random import make_generator, rand
 from .._validation import check_image_batch
 from .base import Purifier
-from .randomized import make_generator, rand
 from .registry import register_defense
 
 __all__ = ["TotalVarianceMinimization", "total_variation", "tv_objective", "tv_reconstruct"]

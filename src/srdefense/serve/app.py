@@ -42,7 +42,10 @@ DefenseQ = Annotated[
 ]
 ResolutionQ = Annotated[
     Resolution | None,
-    Query(description="resolution policy: 2x (classify the 2x image, the paper) or native (resize back)"),
+    Query(
+        description="resolution policy: purified (classify the 2x image, the paper; alias 2x) or native "
+        "(resize back)"
+    ),
 ]
 TopKQ = Annotated[int, Query(description="classes per list (1..the server's max_top_k)")]
 

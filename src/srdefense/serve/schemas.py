@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-Resolution = Literal["2x", "native"]
+Resolution = Literal["purified", "native", "2x"]  # "2x": the old name of "purified"
 AttackMethod = Literal["fgsm", "pgd"]
 
 

@@ -32,6 +32,8 @@ from torch import Tensor, nn
 from .._eps import parse_fraction
 from ..data.io import ImageReadError, ImageTooLargeError, NotAnImageError, decode_image, encode_png
 from ..data.transforms import preprocess
+from ..purification.compose import RESOLUTION_ALIASES
+from ..purification.compose import RESOLUTIONS as _RESOLUTIONS
 from .batching import BatchWorker, WorkerStoppedError
 from .config import SERVICE_ATTACKS, ServeConfig
 from .errors import ServiceError
@@ -49,7 +51,7 @@ from .schemas import (
     Verdict,
 )
 
-RESOLUTIONS = ("2x", "native")
+RESOLUTIONS = (*_RESOLUTIONS, *RESOLUTION_ALIASES)  # "purified", "native", and "2x" (alias of "purified")
 
 
 # -- batch keys: jobs with equal keys share a batch
