@@ -118,3 +118,36 @@ def test_cli_help_names_every_registered_entry():
     text = re.sub(r"\s+", " ", res.output)
     for name in [*DEFENSES.names(), *SR_MODELS.names()]:
         assert re.search(rf"[ ,:]{re.escape(name)}[,. ]", text), name
+
+
+def test_defense_info_reads_what_the_purifier_declares():
+    from srdefense.purification import Compose, Identity, Purifier
+    from srdefense.purification.quantize import FeatureSqueezing
+    from srdefense.purification.quilting import ImageQuilting
+    from srdefense.purification.registry import register_defense
+    from srdefense.purification.tvm import TotalVarianceMinimization as TVM
+
+    class Noisy(Purifier):
+        differentiable = False
+        randomized = True
+
+        def purify(self, x):
+            return x
+
+    register_defense("noisy-test", reference="test", description="a test defense")(lambda: Noisy())
+    try:
+        info = DEFENSES.get("noisy-test")
+        assert (info.differentiable, info.randomized) == (False, True)
+        assert info.capabilities["differentiable"] is False
+    finally:
+        del DEFENSES._entries["noisy-test"]
+    quilting = DEFENSES.get("quilting")  # its default needs a database: read from its class
+    assert (quilting.differentiable, quilting.randomized) == (
+        ImageQuilting.differentiable,
+        ImageQuilting.randomized,
+    )
+    # a composite declares as every purifier does, from its stages
+    c = Compose(Identity(), TVM(seed=0))
+    assert (c.differentiable, c.randomized) == (False, True)
+    assert Compose(Identity()).differentiable and not Compose(Identity()).randomized
+    assert FeatureSqueezing(bits=None).differentiable and not FeatureSqueezing().differentiable

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from torch import Tensor, nn
@@ -26,24 +27,12 @@ class Compose(Purifier):
             if not isinstance(s, Purifier):
                 raise TypeError(f"stage {i}: expected a Purifier, got {type(s).__name__}")
         self.stages = nn.ModuleList(stages)
-
-    @property
-    def differentiable(self) -> bool:  # type: ignore[override]
-        """True only if every stage has a true gradient."""
-        return all(s.differentiable for s in self.stages)  # type: ignore[attr-defined]
-
-    @property
-    def randomized(self) -> bool:  # type: ignore[override]
-        """True if any stage is randomised."""
-        return any(s.randomized for s in self.stages)  # type: ignore[attr-defined]
-
-    @property
-    def scale(self) -> int:  # type: ignore[override]
-        """Product of the stages' scales."""
-        out = 1
-        for s in self.stages:
-            out *= s.scale  # type: ignore[attr-defined]
-        return out
+        # declared as every purifier declares them (attributes), from the stages, which a
+        # Compose never changes: a true gradient only if every stage has one, randomised if
+        # any stage is, and the product of the scales
+        self.differentiable = all(s.differentiable for s in stages)
+        self.randomized = any(s.randomized for s in stages)
+        self.scale = math.prod(s.scale for s in stages)
 
     def purify(self, x: Tensor) -> Tensor:
         """Run every stage (each enforces its own gradient contract)."""
@@ -131,9 +120,7 @@ class Defended(nn.Module):
             antialiasing.
     """
 
-    def __init__(
-        self, purifier: Purifier, classifier: nn.Module, resolution: str = "purified"
-    ) -> None:
+    def __init__(self, purifier: Purifier, classifier: nn.Module, resolution: str = "purified") -> None:
         super().__init__()
         policy = resolution_policy(resolution)
         self.purifier = purifier

@@ -111,8 +111,6 @@ class JPEG(Purifier):
     "jpeg",
     reference=_GUO,
     description="JPEG re-encoding through Pillow/libjpeg (quality 75); no gradient, BPDA identity",
-    differentiable=False,
-    randomized=False,
     fast=True,
 )
 def _jpeg(quality: int = 75) -> JPEG:

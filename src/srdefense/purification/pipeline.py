@@ -149,7 +149,7 @@ def paper_defense(
 
 
 @register_defense(
-    "none", reference="no defense", description="the undefended classifier", differentiable=True
+    "none", reference="no defense", description="the undefended classifier"
 )
 def _none() -> Purifier:
     return Identity()
@@ -159,7 +159,6 @@ register_defense(
     "paper",
     reference=PAPER,
     description="wavelet denoising (BayesShrink, soft, YCbCr, db1, sigma 0.01) then SR x2",
-    differentiable=True,
 )(paper_defense)
 
 
@@ -167,7 +166,6 @@ register_defense(
     "paper-faithful",
     reference=PAPER + " (official code's hidden steps made explicit)",
     description="paper + JPEG save of the denoised image (matplotlib, q75) + uint8 SR output",
-    differentiable=False,
 )
 def _paper_faithful(
     sigma: float | None = 0.01,
@@ -199,7 +197,6 @@ def _paper_faithful(
     "wd",
     reference=PAPER + " (ablation: wavelet denoising only)",
     description="wavelet denoising only, the paper's settings",
-    differentiable=True,
 )
 def _wd(
     sigma: float | None = 0.01,
@@ -223,7 +220,6 @@ def _wd(
     "sr",
     reference=PAPER + " (ablation: super-resolution only)",
     description="super-resolution x2 only",
-    differentiable=True,
 )
 def _sr(
     sr_model: str = "upconv7",
@@ -242,7 +238,6 @@ def _interp(mode: str) -> None:
         mode,
         reference=PAPER + f" (ablation: {mode} x2 interpolation in place of super-resolution)",
         description=f"{mode} x2 interpolation (wd=true: after wavelet denoising, as paper:sr_model={mode})",
-        differentiable=True,
     )
     def factory(
         wd: bool = False,

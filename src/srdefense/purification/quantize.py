@@ -200,11 +200,8 @@ class FeatureSqueezing(Purifier):
             raise ValueError("feature squeezing needs at least one squeezer (bits or median_size)")
         self.bits = None if bits is None else _check_bits(bits)
         self.median_size = None if median_size is None else _check_kernel(median_size)
+        self.differentiable = self.bits is None  # no true gradient through the bit-depth squeezer
 
-    @property
-    def differentiable(self) -> bool:  # type: ignore[override]
-        """False when the bit-depth squeezer is used."""
-        return self.bits is None
 
     def squeezers(self) -> list[tuple[str, Purifier]]:
         """The individual squeezers, as ``(name, purifier)`` pairs."""
@@ -264,8 +261,6 @@ class FeatureSqueezing(Purifier):
     "bit-depth",
     reference=_XU,
     description="bit-depth reduction to 5 bits per channel; no gradient, BPDA identity",
-    differentiable=False,
-    randomized=False,
     fast=True,
 )
 def _bit_depth(bits: int = 5) -> BitDepthReduction:
@@ -276,8 +271,6 @@ def _bit_depth(bits: int = 5) -> BitDepthReduction:
     "median",
     reference=_XU,
     description="3x3 median smoothing (scipy.ndimage.median_filter, reflect); gradient a.e.",
-    differentiable=True,
-    randomized=False,
     fast=True,
 )
 def _median(kernel_size: int = 3) -> MedianSmoothing:
@@ -288,8 +281,6 @@ def _median(kernel_size: int = 3) -> MedianSmoothing:
     "feature-squeezing",
     reference=_XU,
     description="5-bit depth then 2x2 median (Xu et al. ImageNet); detection_score(model, x)",
-    differentiable=False,
-    randomized=False,
     fast=True,
 )
 def _feature_squeezing(bits: int | None = 5, median_size: int | None = 2) -> FeatureSqueezing:

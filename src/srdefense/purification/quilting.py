@@ -282,8 +282,6 @@ class ImageQuilting(Purifier):
     "quilting",
     reference=_GUO,
     description="replace 5x5 patches by one of 10 nearest clean patches (needs database=folder)",
-    differentiable=False,
-    randomized=True,
     fast=False,
 )
 def _quilting(

@@ -223,8 +223,6 @@ class RandomResizePad(Purifier):
     "random-resize-pad",
     reference=_XIE,
     description="random resize to [310, 331)/299 of the side, random pad to 331/299 (output larger)",
-    differentiable=True,
-    randomized=True,
     fast=True,
 )
 def _random_resize_pad(
@@ -387,8 +385,6 @@ class PixelDeflection(Purifier):
     "pixel-deflection",
     reference=_PRAKASH,
     description="200 random pixel deflections (window 10), then BayesShrink wavelet denoising",
-    differentiable=False,
-    randomized=True,
     fast=True,
 )
 def _pixel_deflection(

@@ -8,6 +8,7 @@ bool (``true``/``false``) or ``none`` when they look like one, else kept as stri
 from __future__ import annotations
 
 import inspect
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,8 +28,9 @@ class DefenseInfo:
         factory: ``factory(**params) -> Purifier``.
         reference: the paper it comes from.
         description: one line for ``srdefense list``.
-        differentiable: whether the default configuration has a true gradient.
-        randomized: whether it draws random numbers.
+        differentiable: whether the default configuration has a true gradient (read from the
+            defense itself, see :func:`_declared`).
+        randomized: whether it draws random numbers (read from the defense itself).
         fast: whether ``srdefense demo`` includes it (seconds per batch on a CPU).
         defaults: default parameter values (from the factory's signature).
     """
@@ -37,10 +39,18 @@ class DefenseInfo:
     factory: Callable[..., Purifier]
     reference: str
     description: str
-    differentiable: bool
-    randomized: bool
     fast: bool = True
     defaults: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def differentiable(self) -> bool:
+        """Whether the default configuration has a true gradient, as the defense declares it."""
+        return _declared(self)[0]
+
+    @property
+    def randomized(self) -> bool:
+        """Whether the default configuration draws random numbers, as the defense declares it."""
+        return _declared(self)[1]
 
     @property
     def capabilities(self) -> dict[str, Any]:
@@ -50,17 +60,53 @@ class DefenseInfo:
 
 DEFENSES: Registry[DefenseInfo] = Registry("defense")
 
+_DECLARED: dict[str, tuple[bool, bool]] = {}
+
+
+def _declared(info: DefenseInfo) -> tuple[bool, bool]:
+    """``(differentiable, randomized)`` of a defense's default configuration, read once.
+
+    The default configuration is built and asked; a factory whose default cannot be built
+    (quilting needs a patch database) is answered by the class its return annotation names,
+    whose class attributes declare the same.
+    """
+    hit = _DECLARED.get(info.name)
+    if hit is None:
+        try:
+            declared: Any = info.factory()
+        except (TypeError, ValueError):
+            declared = typing.get_type_hints(info.factory).get("return")
+            if not (isinstance(declared, type) and issubclass(declared, Purifier)):
+                raise TypeError(
+                    f"defense {info.name!r}: its default cannot be built and its factory's return "
+                    "annotation names no Purifier class to read differentiable/randomized from"
+                ) from None
+        hit = _DECLARED[info.name] = (bool(declared.differentiable), bool(declared.randomized))
+    return hit
+
 
 def register_defense(
     name: str,
     *,
     reference: str,
     description: str,
-    differentiable: bool,
-    randomized: bool = False,
     fast: bool = True,
 ) -> Callable[[Callable[..., Purifier]], Callable[..., Purifier]]:
-    """Decorator registering a purifier factory under ``name``."""
+    """Decorator registering a purifier factory under ``name``.
+
+    Whether the defense has a gradient and draws random numbers is not restated here: the
+    purifier declares it (its ``differentiable`` and ``randomized`` attributes) and
+    :class:`DefenseInfo` reads them from the default configuration.
+
+    Args:
+        name: registry name.
+        reference: the paper it comes from.
+        description: one line for ``srdefense list``.
+        fast: whether ``srdefense demo`` includes it.
+
+    Returns:
+        The decorator; it returns the factory unchanged.
+    """
 
     def deco(factory: Callable[..., Purifier]) -> Callable[..., Purifier]:
         sig = inspect.signature(factory)
@@ -74,8 +120,6 @@ def register_defense(
                 factory=factory,
                 reference=reference,
                 description=description,
-                differentiable=differentiable,
-                randomized=randomized,
                 fast=fast,
                 defaults=defaults,
             ),

@@ -194,8 +194,6 @@ class TotalVarianceMinimization(Purifier):
     "tvm",
     reference=_GUO,
     description="keep 50% of values at random, TV reconstruction (weight 0.03); no gradient",
-    differentiable=False,
-    randomized=True,
     fast=True,
 )
 def _tvm(
