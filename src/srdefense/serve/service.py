@@ -30,10 +30,14 @@ from starlette.concurrency import run_in_threadpool
 from torch import Tensor, nn
 
 from .._eps import parse_fraction
+from ..attacks import create_attack
 from ..data.io import ImageReadError, ImageTooLargeError, NotAnImageError, decode_image, encode_png
 from ..data.transforms import preprocess
+from ..models import create_classifier
+from ..models.imagenet import imagenet_classes, imagenet_wnids
 from ..purification.compose import RESOLUTION_ALIASES
 from ..purification.compose import RESOLUTIONS as _RESOLUTIONS
+from ..purification.registry import DEFENSES, create_defense, list_defenses, parse_defense_spec
 from .batching import BatchWorker, WorkerStoppedError
 from .config import SERVICE_ATTACKS, ServeConfig
 from .errors import ServiceError
@@ -130,8 +134,6 @@ class Engine:
 
     def defense(self, spec: str, resolution: str | None) -> nn.Module:
         """The defense ``spec`` (with ``resolution`` when given), loaded once and kept (LRU)."""
-        from ..purification.registry import create_defense
-
         key = (spec, resolution)
         if key in self._defenses:
             self._defenses.move_to_end(key)
@@ -208,8 +210,6 @@ class Engine:
         ]
 
     def _attack(self, key: AttackKey, jobs: list[_AttackJob]) -> list[dict[str, Any]]:
-        from ..attacks import create_attack
-
         purifier = self.defense(key.defense, key.resolution)
         x = torch.stack([j.image for j in jobs]).to(self.device)
         n = x.shape[0]
@@ -298,9 +298,6 @@ class PurificationService:
         Raises:
             ValueError: naming ``--defense`` when the default defense cannot be built.
         """
-        from ..models import create_classifier
-        from ..models.imagenet import imagenet_classes, imagenet_wnids
-
         self.metrics = metrics
         model = self._given_classifier
         if model is None:
@@ -352,8 +349,6 @@ class PurificationService:
         Raises:
             ServiceError: 422 naming the known defenses or the accepted parameters.
         """
-        from ..purification.registry import DEFENSES, parse_defense_spec
-
         spec = spec.strip()
         try:
             name, params = parse_defense_spec(spec)
@@ -607,8 +602,6 @@ class PurificationService:
 
     def models(self) -> ModelsResponse:
         """The classifier, the defenses and the limits."""
-        from ..purification import list_defenses
-
         cfg = self.classifier_cfg
         c = self.config
         return ModelsResponse(
