@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import format_eps
+from .._eps import format_eps
 from .io import atomic_write_bytes, atomic_write_text
 from .metrics import PSNR_MAX_DB
 from .results import ADAPTIVE, CLEAN, ROBUST, WORST, Results

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import format_eps
+from .._eps import format_eps
 from .io import atomic_write_json
 from .records import SampleRecord, check_unique, load_records
 from .stats import wilson_interval
