@@ -37,6 +37,11 @@ class Compose(Purifier):
         return any(s.randomized for s in self.stages)  # type: ignore[attr-defined]
 
     @property
+    def per_sample_draws(self) -> bool:  # type: ignore[override]
+        """True if every randomised stage draws image by image."""
+        return all(s.per_sample_draws for s in self.stages if s.randomized)  # type: ignore[attr-defined]
+
+    @property
     def scale(self) -> int:  # type: ignore[override]
         """Product of the stages' scales."""
         out = 1

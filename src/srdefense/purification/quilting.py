@@ -25,10 +25,10 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from .._random import make_generator, randint
 from .._validation import check_image_batch
 from ..data.io import read_image
 from .base import Purifier
-from .randomized import make_generator, randint
 from .registry import register_defense
 
 __all__ = ["ImageQuilting", "build_patch_database", "quilt"]

@@ -13,66 +13,17 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from .._random import GeneratorBank, RandomSource, make_generator, randint
 from .._validation import check_image_batch
 from .base import Purifier
 from .registry import register_defense
 
-__all__ = ["PixelDeflection", "RandomResizePad", "pixel_deflection", "random_resize_pad"]
+__all__ = ["GeneratorBank", "PixelDeflection", "RandomResizePad", "pixel_deflection", "random_resize_pad"]
 
 _XIE = "Xie, Wang, Zhang, Ren, Yuille, Mitigating Adversarial Effects Through Randomization, ICLR 2018"
 _PRAKASH = (
     "Prakash, Moran, Garber, DiLillo, Storer, Deflecting Adversarial Attacks with Pixel Deflection, CVPR 2018"
 )
-
-
-# ----------------------------------------------------------------------------------------------
-# random draws shared by the randomised defenses
-# ----------------------------------------------------------------------------------------------
-
-
-def make_generator(
-    generator: torch.Generator | None = None, seed: int | None = None
-) -> torch.Generator | None:
-    """Return ``generator``, or a new CPU generator seeded with ``seed``, or ``None``.
-
-    Raises:
-        ValueError: if both are given.
-        TypeError: if ``generator`` is not a ``torch.Generator``.
-    """
-    if generator is not None and seed is not None:
-        raise ValueError("pass either generator or seed, not both")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator: expected a torch.Generator, got {type(generator).__name__}")
-    if seed is not None:
-        g = torch.Generator()
-        g.manual_seed(int(seed))
-        return g
-    return generator
-
-
-def _gen_device(generator: torch.Generator | None) -> torch.device:
-    return torch.device("cpu") if generator is None else generator.device
-
-
-def rand(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> Tensor:
-    """Uniform [0, 1) float32 draws from ``generator``, returned on ``device``."""
-    u = torch.rand(shape, generator=generator, device=_gen_device(generator))
-    return u.to(device)
-
-
-def randint(
-    low: int | Tensor,
-    high: int | Tensor,
-    shape: tuple[int, ...],
-    generator: torch.Generator | None,
-    device: torch.device,
-) -> Tensor:
-    """Integers uniform in ``[low, high)`` (elementwise bounds allowed), as int64 on ``device``."""
-    u = torch.rand(shape, generator=generator, device=_gen_device(generator), dtype=torch.float64).to(device)
-    low_t = torch.as_tensor(low, device=device)
-    span = torch.as_tensor(high, device=device) - low_t
-    k = torch.floor(u * span).to(torch.int64)
-    return low_t + torch.minimum(k, span - 1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -113,7 +64,7 @@ def random_resize_pad(
     max_ratio: float = 331 / 299,
     pad_value: float = 0.5,
     mode: Interpolation = "nearest",
-    generator: torch.Generator | None = None,
+    generator: RandomSource | None = None,
 ) -> Tensor:
     """Resize each image to a random size, then pad it at a random position (Xie et al. 2018).
 
@@ -190,6 +141,7 @@ class RandomResizePad(Purifier):
 
     differentiable = True
     randomized = True
+    per_sample_draws = True
     reference = _XIE
 
     def __init__(
@@ -307,7 +259,7 @@ def _check_deflection_args(deflections: int, window: int) -> None:
 
 
 def pixel_deflection(
-    images: Tensor, deflections: int = 200, window: int = 10, *, generator: torch.Generator | None = None
+    images: Tensor, deflections: int = 200, window: int = 10, *, generator: RandomSource | None = None
 ) -> Tensor:
     """Replace random pixels by a random neighbour (the deflection step of Prakash et al.).
 
@@ -384,6 +336,7 @@ class PixelDeflection(Purifier):
 
     differentiable = False
     randomized = True
+    per_sample_draws = True
     reference = _PRAKASH
 
     def __init__(
