@@ -108,6 +108,7 @@ def run(out: str | Path, setting: str, *, resume: bool = False, workers: int = 0
         resume=resume,
         workers=workers,
         n_examples=2,
+        report=True,
         **kw,
     )
 
@@ -130,4 +131,6 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    import _dist_run  # the classes as `_dist_run.*` (not `__main__.*`): the run id names them
+
+    _dist_run.main(sys.argv[1:])

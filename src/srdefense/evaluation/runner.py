@@ -435,7 +435,8 @@ def run_plan(
     ``shard`` (default: a single process) names the batch windows this process evaluates; rank
     0 also does the first-batch work (classifier checks, report examples, the card's inputs),
     and, after a barrier, merges every rank's records into ``results.json`` (:mod:`.merge`).
-    Other ranks wait for that merge and return the merged results.
+    Other ranks wait for that merge and return the merged results; without a process group
+    (ranks run one after another) they return the results of their own share.
     """
     from .card import CardInputs, card_batch_checks
 
@@ -530,7 +531,8 @@ def run_plan(
     finally:
         log.close()
 
-    if out_dir is None:
+    if out_dir is None or not (shard.leader or shard.group):
+        # in memory: no run folder, or a rank without a process group (the results of its share)
         data_warnings = [{"check": "data", "message": m} for _, m in sorted(log.state.skipped.items())]
         results = build_results(
             plan.config,
