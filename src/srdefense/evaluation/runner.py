@@ -5,21 +5,21 @@ configurations of that setting craft adversarial examples on the module the thre
 names (the classifier alone in the gray-box setting, the defended model in the adaptive ones)
 or read them from the cache; each purified clean and adversarial image is classified through
 the defended model (one code path for attack and score); one :class:`SampleRecord` per sample
-is appended to ``samples.jsonl`` when its batch is done. At the end the summary, the
-gradient-masking report card and ``results.json`` are written.
+is appended to the process's record log (``samples.jsonl``, or ``samples-RANK-of-WORLD.jsonl``
+for a rank of a sharded run, :mod:`.shards`) when its batch is done. At the end the summary,
+the gradient-masking report card and ``results.json`` are written (:mod:`.merge`).
 
 Randomness is derived from the seed and the sample ids (never from a running generator) and
-drawn from CPU generators whatever the device. A randomised defense is scored with its own
-draw per sample and draw index, so its numbers do not depend on loop order, batch composition
-or the other defenses of the run; a resumed run gives exactly the numbers of an uninterrupted one.
+drawn from CPU generators whatever the device (:mod:`.scoring`). A randomised defense is scored
+with its own draw per sample and draw index, so its numbers do not depend on loop order, batch
+composition, the other defenses of the run or the rank that evaluated the batch; a resumed or
+sharded run gives exactly the numbers of an uninterrupted single process.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,10 +27,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..attacks.base import EOT
 from ..purification.base import Purifier
 from ..purification.compose import Defended
-from .cache import CACHE_VERSION, AdversarialCache
+from .cache import AdversarialCache
 from .checks import check_classifier
 from .config import ConfigError
 from .distributed import (
@@ -48,7 +47,6 @@ from .metrics import finite_or_none, psnr, quality_reference, ssim
 from .plan import (
     AttackRun,
     Plan,
-    _digest,
     _jsonable,
     _seed_of,
     build_attack_runs,
@@ -58,8 +56,8 @@ from .plan import (
 )
 from .records import Perturbation, Quality, SampleRecord
 from .results import Results
+from .scoring import Attacker, score, seeded
 from .shards import ShardLog, write_run_file
-from .threats import AttackTarget
 
 __all__ = [
     "AdversarialCache",
@@ -107,132 +105,6 @@ class ProgressEvent:
 
 
 ProgressCallback = Callable[[ProgressEvent], None]
-
-
-# ---------------------------------------------------------------------------- randomness
-def _purifiers_in(module: nn.Module) -> list[Purifier]:
-    return [m for m in module.modules() if isinstance(m, Purifier)]
-
-
-@contextmanager
-def seeded(module: nn.Module, seed: int, device: torch.device) -> Iterator[None]:
-    """Every purifier inside ``module`` draws from a CPU generator seeded with ``seed``.
-
-    Torch's global generators are forked and seeded too (for stages that draw from them), and
-    the purifiers' own generators are restored afterwards.
-    """
-    purifiers = _purifiers_in(module)
-    saved = [(m, m.generator) for m in purifiers]
-    for k, m in enumerate(purifiers):
-        m.generator = torch.Generator().manual_seed((seed + 7919 * k) % (2**63))
-    try:
-        with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
-            torch.manual_seed(seed % (2**63))
-            yield
-    finally:
-        for m, g in saved:
-            m.generator = g
-
-
-# ---------------------------------------------------------------------------- attack and score
-class _Attacker:
-    """Crafts (or reads from the cache) adversarial examples for one batch, each key once."""
-
-    def __init__(self, plan: Plan, cache: AdversarialCache, timing: dict[str, float]) -> None:
-        self.plan = plan
-        self.cache = cache
-        self.timing = timing
-        self.fingerprint = plan.config["classifier"]
-        self.memo: dict[str, Tensor] = {}
-        self.window = -1
-
-    def enter(self, window: int) -> None:
-        """Start a batch window (the examples of the previous one are forgotten)."""
-        if window != self.window:
-            self.memo = {}
-            self.window = window
-
-    def key(self, target: AttackTarget, run: AttackRun, x: Tensor, y: Tensor, ids: list[str]) -> str:
-        desc = run.describe()
-        return _digest(
-            {
-                "v": CACHE_VERSION,
-                "classifier": self.fingerprint,
-                "target": target.fingerprint,
-                "attack": {k: desc[k] for k in ("name", "eps", "norm", "config")},
-                "ids": ids,
-                "pixels": hashlib.sha256(x.detach().cpu().float().contiguous().numpy().tobytes()).hexdigest(),
-                "labels": y.tolist(),
-                "seed": self.plan.seed,
-            }
-        )
-
-    def __call__(
-        self, target: AttackTarget, run: AttackRun, x: Tensor, y: Tensor, ids: list[str]
-    ) -> tuple[Tensor, bool]:
-        key = self.key(target, run, x, y, ids)
-        if key in self.memo:
-            return self.memo[key], True
-        hit = self.cache.get(key, x, run.eps, getattr(run.attack, "norm", None))
-        if hit is not None:
-            self.cache.hits += 1
-            self.memo[key] = hit
-            return hit, True
-        self.cache.misses += 1
-        desc = run.describe()
-        t0 = time.perf_counter()
-        gen = torch.Generator().manual_seed(
-            _seed_of("attack", self.plan.seed, desc["config"], target.fingerprint, ids)
-        )
-        draws = _seed_of("attack-draws", self.plan.seed, desc["config"], target.fingerprint, ids)
-        module = target.module
-        if getattr(run.attack, "eot_samples", 1) > 1 and isinstance(module, EOT):
-            module = module.model  # the attack brings its own EOT (e.g. autoattack-rand)
-        with seeded(module, draws, x.device):
-            adv = run.attack(module, x, y, generator=gen)
-        self.timing["attacks"] = self.timing.get("attacks", 0.0) + time.perf_counter() - t0
-        adv = adv.detach().to(dtype=x.dtype)
-        if adv.shape != x.shape:
-            raise RuntimeError(
-                f"attack {run.key}: returned shape {tuple(adv.shape)}, expected {tuple(x.shape)}"
-            )
-        self.cache.put(key, adv)
-        self.memo[key] = adv
-        return adv, False
-
-
-def score(
-    plan: Plan, defense: str, scorer: nn.Module, x: Tensor, ids: list[str], kind: str
-) -> tuple[list[list[int]], Tensor]:
-    """Predictions through ``scorer`` (a :class:`Defended`), one list of draws per sample.
-
-    A deterministic defense is scored once, batched. A randomised one is scored with
-    ``plan.draws[defense]`` independent draws per sample, each seeded by (seed, defense, kind,
-    sample id, draw): the numbers do not depend on the batch or on the other defenses.
-
-    Returns:
-        The predictions and the purified images of the first draw (for image quality).
-    """
-    assert isinstance(scorer, Defended)
-    k = plan.draws[defense]
-    with torch.no_grad():
-        if k == 1 and not plan.defenses[defense].randomized:
-            with seeded(scorer, _seed_of("eval", plan.seed, defense, kind, ids), x.device):
-                logits, purified = scorer.purify_and_classify(x)
-            return [[int(p)] for p in logits.argmax(1).tolist()], purified
-        preds: list[list[int]] = []
-        first: list[Tensor] = []
-        for i, sid in enumerate(ids):
-            row = []
-            for d in range(k):
-                with seeded(scorer, _seed_of("eval", plan.seed, defense, kind, sid, d), x.device):
-                    logits, purified = scorer.purify_and_classify(x[i : i + 1])
-                row.append(int(logits.argmax(1)))
-                if d == 0:
-                    first.append(purified)
-            preds.append(row)
-        shapes = {tuple(t.shape) for t in first}
-        return preds, (torch.cat(first) if len(shapes) == 1 else first[0].new_zeros(0))
 
 
 # ---------------------------------------------------------------------------- evaluate
@@ -457,7 +329,7 @@ def run_plan(
     warnings: list[dict[str, str]] = []  # this rank's own (cache); the classifier's are rank 0's
     class_warnings: list[dict[str, str]] = []
     examples: list[dict[str, Any]] = []
-    attacker = _Attacker(plan, cache, timing)
+    attacker = Attacker(plan, cache, timing)
     n_units = sum(len(plan.runs[s]) * (len(plan.defenses) if plan.adaptive(s) else 1) for s in plan.settings)
     mine = shard.windows(n_windows) if n_windows is not None else None
     ev_common = {
@@ -572,7 +444,7 @@ def _default_class_names(classifier: nn.Module) -> list[str] | None:
 
 def _evaluate_batch(
     plan: Plan,
-    attacker: _Attacker,
+    attacker: Attacker,
     batch: Batch,
     x: Tensor,
     y: Tensor,
@@ -651,7 +523,7 @@ def _evaluate_batch(
 
 def _make_examples(
     plan: Plan,
-    attacker: _Attacker,
+    attacker: Attacker,
     batch: Batch,
     x: Tensor,
     y: Tensor,
