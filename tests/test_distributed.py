@@ -250,3 +250,36 @@ def test_a_sharded_run_needs_an_output_folder() -> None:
         evaluate(
             model, ["none"], ["fgsm"], (x, torch.zeros(4, dtype=torch.long)), shard=Shard(rank=0, world=2)
         )
+
+
+# ---------------------------------------------------------------------------- cache
+def _hammer(root: str, key: str, value: float, n: int) -> None:
+    from srdefense.evaluation.cache import AdversarialCache
+
+    cache = AdversarialCache(root)
+    for _ in range(n):
+        cache.put(key, torch.full((2, 3, 8, 8), value))
+
+
+def test_ranks_share_the_cache_without_torn_reads(tmp_path: Path) -> None:
+    import multiprocessing as mp
+
+    from srdefense.evaluation.cache import AdversarialCache
+
+    ctx = mp.get_context("fork")
+    key = "ab" + "0" * 62
+    clean = torch.full((2, 3, 8, 8), 0.5)
+    writers = [ctx.Process(target=_hammer, args=(str(tmp_path), key, v, 40)) for v in (0.5, 0.5 + 1 / 255)]
+    for p in writers:
+        p.start()
+    reader = AdversarialCache(tmp_path)
+    while any(p.is_alive() for p in writers):
+        got = reader.get(key, clean, 4 / 255, "linf")
+        if got is not None:
+            assert float(got[0, 0, 0, 0]) in (0.5, float(torch.tensor(0.5 + 1 / 255)))
+    for p in writers:
+        p.join()
+        assert p.exitcode == 0
+    assert reader.rejected == []  # never a torn or half-written entry
+    assert reader.get(key, clean, 4 / 255, "linf") is not None
+    assert not list((tmp_path / "adv").rglob("*.tmp"))  # no temporary file left behind

@@ -218,9 +218,10 @@ def run_and_show(cfg: Any) -> Any:
     from ..evaluation.runner import ProgressEvent
 
     try:
-        leader = shard_from_env().leader  # under torchrun only rank 0 talks
+        shard = shard_from_env()  # under torchrun only rank 0 talks
     except ConfigError as exc:
         fail(str(exc))
+    leader = shard.leader
     cfg.device = str(resolve_device(cfg.device))
     with progress_bar(not cfg.quiet and leader) as prog:
         tasks: dict[str, Any] = {}
@@ -269,5 +270,6 @@ def run_and_show(cfg: Any) -> Any:
         for c in flagged:
             err_console.print(f"[red]flag ({c['defense']}, {c['check']}):[/] {c['message']}", highlight=False)
         if cfg.out:
-            console.print(f"wrote results.json, samples.jsonl, report.md, report.html to {cfg.out}")
+            logs = "samples.jsonl" if shard.world == 1 else f"samples-RANK-of-{shard.world}.jsonl"
+            console.print(f"wrote results.json, {logs}, report.md, report.html to {cfg.out}")
     return results
