@@ -172,7 +172,7 @@ def main() -> None:
         cells = f"{full[k]:>12.2f} im/s {one[k]:>11.2f} im/s {agg[k]:>11.2f} im/s"
         print(f"{k:<11} {cells} {agg[k] / one[k]:>7.2f}x")
     compute = ("gray_step", "white_step", "sr", "classify")
-    eff = sum(agg[k] / one[k] for k in compute) / len(compute) / 2
+    eff = min(1.0, sum(agg[k] / one[k] for k in compute) / len(compute) / 2)
     print(f"\nscaling efficiency of 2 processes over 1 (mean of sr, classify, attack steps): {eff:.2f}")
 
     best = {k: max(full[k], one[k]) for k in STAGES}  # one process, its best thread count
