@@ -283,3 +283,13 @@ def test_ranks_share_the_cache_without_torn_reads(tmp_path: Path) -> None:
     assert reader.rejected == []  # never a torn or half-written entry
     assert reader.get(key, clean, 4 / 255, "linf") is not None
     assert not list((tmp_path / "adv").rglob("*.tmp"))  # no temporary file left behind
+
+
+def test_workers_come_from_the_cli_or_the_config_file() -> None:
+    from srdefense.evaluation import build_config
+
+    assert build_config({}, {"workers": None}).workers == 0  # default: decode in-process
+    assert build_config({"workers": 3}, {"workers": None}).workers == 3
+    assert build_config({"workers": 3}, {"workers": 1}).workers == 1  # the flag wins
+    with pytest.raises(ConfigError, match="workers: expected an integer >= 0, got -1"):
+        build_config({}, {"workers": -1}).validate()
