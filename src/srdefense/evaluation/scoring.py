@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
 
+from .._random import GeneratorBank
 from ..attacks.base import EOT
 from ..purification.base import Purifier
 from ..purification.compose import Defended
@@ -32,23 +33,33 @@ def _purifiers_in(module: nn.Module) -> list[Purifier]:
 
 
 @contextmanager
-def seeded(module: nn.Module, seed: int, device: torch.device) -> Iterator[None]:
+def seeded(module: nn.Module, seed: int | Sequence[int], device: torch.device) -> Iterator[None]:
     """Every purifier inside ``module`` draws from a CPU generator seeded with ``seed``.
 
-    Torch's global generators are forked and seeded too (for stages that draw from them), and
-    the purifiers' own generators are restored afterwards.
+    With a sequence of seeds (one per image of the batch), each purifier gets a
+    :class:`~srdefense._random.GeneratorBank` instead: a defense that declares
+    ``per_sample_draws`` then gives image ``i`` exactly the draws of ``seed[i]`` alone.
+    Torch's global generators are forked and seeded too (for stages that draw from them; with a
+    sequence, from its first seed), and the purifiers' own generators are restored afterwards.
     """
     purifiers = _purifiers_in(module)
     saved = [(m, m.generator) for m in purifiers]
+    seeds = [seed] if isinstance(seed, int) else list(seed)
     for k, m in enumerate(purifiers):
-        m.generator = torch.Generator().manual_seed((seed + 7919 * k) % (2**63))
+        gens = [torch.Generator().manual_seed((s + 7919 * k) % (2**63)) for s in seeds]
+        m.generator = gens[0] if isinstance(seed, int) else GeneratorBank(gens)
     try:
         with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
-            torch.manual_seed(seed % (2**63))
+            torch.manual_seed(seeds[0] % (2**63))
             yield
     finally:
         for m, g in saved:
             m.generator = g
+
+
+def batched_draws(module: nn.Module) -> bool:
+    """Whether every randomised purifier in ``module`` draws image by image (``per_sample_draws``)."""
+    return all(m.per_sample_draws for m in _purifiers_in(module) if m.randomized)
 
 
 # ---------------------------------------------------------------------------- attack and score
@@ -127,7 +138,9 @@ def score(
 
     A deterministic defense is scored once, batched. A randomised one is scored with
     ``plan.draws[defense]`` independent draws per sample, each seeded by (seed, defense, kind,
-    sample id, draw): the numbers do not depend on the batch or on the other defenses.
+    sample id, draw): the draws do not depend on the batch or on the other defenses. When every
+    randomised stage draws image by image (``per_sample_draws``), each draw is one batched
+    pass with a generator bank; otherwise each sample and draw is a pass of its own.
 
     Returns:
         The predictions and the purified images of the first draw (for image quality).
@@ -139,6 +152,19 @@ def score(
             with seeded(scorer, _seed_of("eval", plan.seed, defense, kind, ids), x.device):
                 logits, purified = scorer.purify_and_classify(x)
             return [[int(p)] for p in logits.argmax(1).tolist()], purified
+        if batched_draws(scorer):
+            # one batched pass per draw; each image's draws are those of its own seeds
+            rows: list[list[int]] = [[] for _ in ids]
+            purified0 = x.new_zeros(0)
+            for d in range(k):
+                seeds = [_seed_of("eval", plan.seed, defense, kind, sid, d) for sid in ids]
+                with seeded(scorer, seeds, x.device):
+                    logits, purified = scorer.purify_and_classify(x)
+                for row, p in zip(rows, logits.argmax(1).tolist(), strict=True):
+                    row.append(int(p))
+                if d == 0:
+                    purified0 = purified
+            return rows, purified0
         preds: list[list[int]] = []
         first: list[Tensor] = []
         for i, sid in enumerate(ids):
