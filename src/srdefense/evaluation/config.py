@@ -26,7 +26,7 @@ DEMO_ATTACKS = ("fgsm", "ifgsm", "mifgsm", "deepfool", "cw:steps=100:binary_sear
 of the default 9 x 10000 (the reduction is recorded in results.json)."""
 
 
-DEMO_ADAPTIVE_ATTACKS = ("pgd:steps=5",)
+DEMO_ADAPTIVE_ATTACKS = ("pgd:steps=5:early_stop=true",)
 """The adaptive column of ``srdefense demo``: white-box PGD-5 (step 2.5 eps / 5) through every defense."""
 DEMO_EOT_SAMPLES = 5
 """EOT draws per gradient for the demo's randomised defenses (the library default is 20)."""
