@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import (
+    EOT,
     Attack,
     TargetMode,
     _bcast,
@@ -49,6 +50,13 @@ class GradientAttack(Attack):
         target: ``None``, ``"random"`` or ``"least-likely"`` (see :class:`Attack`).
         seed: seed for the random draws when the call gives no generator.
         eot_samples: EOT draws per step for randomised models (see :class:`Attack`).
+        early_stop: stop attacking a sample at the first iterate the model misclassifies (for
+            a targeted attack: classifies as the target), by a margin of
+            :data:`EARLY_STOP_MARGIN` of its largest logit, and return that iterate. The
+            forward pass of each step decides it, so it costs nothing, and later steps run on
+            the samples still standing only. It never weakens the attack (the last iterate of
+            the full loop can be classified correctly again; the returned one is not). Ignored
+            for an :class:`EOT` model, whose averaged logits say nothing about a single draw.
     """
 
     def __init__(
@@ -62,6 +70,7 @@ class GradientAttack(Attack):
         target: TargetMode | None = None,
         seed: int | None = None,
         eot_samples: int = 1,
+        early_stop: bool = False,
     ) -> None:
         super().__init__(eps=eps, target=target, seed=seed, eot_samples=eot_samples)
         if not isinstance(steps, int) or steps < 1:
@@ -74,6 +83,7 @@ class GradientAttack(Attack):
         self.steps = steps
         self.random_start = bool(random_start)
         self.momentum = float(momentum)
+        self.early_stop = bool(early_stop)
 
     @property
     def deterministic(self) -> bool:
@@ -89,6 +99,7 @@ class GradientAttack(Attack):
             "momentum": self.momentum,
             "target": self.target,
             "seed": self.seed,
+            "early_stop": self.early_stop,
         }
 
     # -- the three things a norm overrides
@@ -111,16 +122,28 @@ class GradientAttack(Attack):
         eps = self.eps
         assert eps is not None
 
-        def fn(m: nn.Module, v: Tensor) -> tuple[Tensor, Tensor]:
-            z = m(v)
-            return objective("ce", z, y, targets), z
-
+        early = self.early_stop and not isinstance(model, EOT)
         adv = x.clone()
         if self.random_start:
             adv = (x + self.random_delta(x, eps, gen)).clamp(0, 1)
         velocity: Tensor | None = None
+        rows = torch.arange(x.shape[0], device=x.device)  # the samples still attacked
         for _ in range(self.steps):
-            _, _, g = value_and_grad(model, adv, fn)
+            if rows.numel() == 0:
+                break
+            ys = y[rows]
+            ts = None if targets is None else targets[rows]
+
+            def fn(m: nn.Module, v: Tensor, ys: Tensor = ys, ts: Tensor | None = ts) -> tuple[Tensor, Tensor]:
+                z = m(v)
+                return objective("ce", z, ys, ts), z
+
+            _, logits, g = value_and_grad(model, adv[rows], fn)
+            if early:
+                go = ~_fooled(logits, ys, ts)
+                rows, g = rows[go], g[go]
+                if rows.numel() == 0:
+                    break
             if self.momentum > 0:
                 # L1 normalisation (Dong et al. 2018, Alg. 1): dividing by mean |g| instead of
                 # ||g||_1 scales every term by the constant dimension D, so sign(g) and all
@@ -128,12 +151,31 @@ class GradientAttack(Attack):
                 scale = _bcast(g.abs().mean(dim=tuple(range(1, g.ndim))).clamp_min(1e-30), g)
                 g = g / scale
                 if velocity is not None:
-                    g = g + velocity * self.momentum
-                velocity = g
-            adv = adv + self.alpha * self.normalize(g)
-            delta = self.project(adv - x, eps)
-            adv = (x + delta).clamp(0, 1)
+                    g = g + velocity[rows] * self.momentum
+                velocity = torch.zeros_like(x) if velocity is None else velocity
+                velocity[rows] = g
+            step = adv[rows] + self.alpha * self.normalize(g)
+            delta = self.project(step - x[rows], eps)
+            adv[rows] = (x[rows] + delta).clamp(0, 1)
         return adv
+
+
+#: Early stopping counts a sample as fooled only when the true class trails the best other
+#: class (or the target leads every other class) by this fraction of the largest logit's
+#: magnitude (plus 1e-6), so that the rounding of another batch composition at scoring time
+#: cannot turn it back.
+EARLY_STOP_MARGIN = 1e-4
+
+
+def _fooled(logits: Tensor, y: Tensor, targets: Tensor | None) -> Tensor:
+    """Rows whose logits are adversarial by :data:`EARLY_STOP_MARGIN`."""
+    tol = EARLY_STOP_MARGIN * logits.abs().amax(1) + 1e-6
+    cls = y if targets is None else targets
+    own = logits.gather(1, cls[:, None]).squeeze(1)
+    other = logits.scatter(1, cls[:, None], float("-inf")).amax(1)
+    if targets is None:
+        return own < other - tol
+    return own > other + tol
 
 
 class LinfGradientAttack(GradientAttack):
@@ -316,6 +358,8 @@ class PGD(LinfGradientAttack):
         target: ``None``, ``"random"`` or ``"least-likely"``.
         seed: seed of the random draws when the call gives no generator.
         eot_samples: EOT draws per step for randomised models (see :class:`Attack`).
+        early_stop: return each sample's first adversarial iterate and stop attacking it
+            (see :class:`GradientAttack`).
     """
 
     name = "pgd"
@@ -331,6 +375,7 @@ class PGD(LinfGradientAttack):
         target: TargetMode | None = None,
         seed: int | None = None,
         eot_samples: int = 1,
+        early_stop: bool = False,
     ) -> None:
         super().__init__(
             eps=eps,
@@ -340,6 +385,7 @@ class PGD(LinfGradientAttack):
             target=target,
             seed=seed,
             eot_samples=eot_samples,
+            early_stop=early_stop,
         )
 
 
@@ -362,6 +408,8 @@ class L2PGD(L2GradientAttack):
         target: ``None``, ``"random"`` or ``"least-likely"``.
         seed: seed of the random draws when the call gives no generator.
         eot_samples: EOT draws per step for randomised models (see :class:`Attack`).
+        early_stop: return each sample's first adversarial iterate and stop attacking it
+            (see :class:`GradientAttack`).
     """
 
     name = "pgd-l2"
@@ -377,6 +425,7 @@ class L2PGD(L2GradientAttack):
         target: TargetMode | None = None,
         seed: int | None = None,
         eot_samples: int = 1,
+        early_stop: bool = False,
     ) -> None:
         super().__init__(
             eps=eps,
@@ -386,4 +435,5 @@ class L2PGD(L2GradientAttack):
             target=target,
             seed=seed,
             eot_samples=eot_samples,
+            early_stop=early_stop,
         )

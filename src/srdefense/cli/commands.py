@@ -278,9 +278,7 @@ def purify(
 @app.command()
 def classify(
     inputs: Annotated[list[Path], typer.Argument(help="Image files (any format PIL reads).")],
-    classifier: Annotated[
-        str, typer.Option(help=_CLASSIFIER_HELP)
-    ] = "efficientnet_lite0",
+    classifier: Annotated[str, typer.Option(help=_CLASSIFIER_HELP)] = "efficientnet_lite0",
     classifier_weights: Annotated[
         Path | None, typer.Option("--classifier-weights", help="Weights for a module.py:factory model.")
     ] = None,

@@ -147,12 +147,18 @@ def evaluate(
     quiet: Annotated[
         bool | None, typer.Option("--quiet/--no-quiet", "-q", help="Show only the table.")
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="DataLoader worker processes decoding images ahead (default 0: in-process)."),
+    ] = None,
 ) -> None:
     """Evaluate defenses against attacks, gray-box and adaptive (white-box, BPDA, EOT).
 
     Writes results.json, samples.jsonl, report.md and report.html into --out. Adversarial
     examples are cached, so adding a defense never recomputes an attack; --resume continues
-    an interrupted run with the same final numbers.
+    an interrupted run with the same final numbers. Under torchrun every rank evaluates its
+    share of the batches into samples-RANK-of-WORLD.jsonl and rank 0 merges them
+    (see srdefense merge).
     """
     from ..evaluation import ConfigError, build_config, load_config_file
 
@@ -179,6 +185,7 @@ def evaluate(
         "cache_dir": str(cache_dir) if cache_dir is not None else None,
         "resume": resume,
         "quiet": quiet,
+        "workers": workers,
     }
     try:
         file_values = load_config_file(config) if config is not None else {}
@@ -207,10 +214,16 @@ def run_and_show(cfg: Any) -> Any:
         The :class:`~srdefense.evaluation.Results`.
     """
     from ..evaluation import ConfigError, run_config
+    from ..evaluation.distributed import shard_from_env
     from ..evaluation.runner import ProgressEvent
 
+    try:
+        shard = shard_from_env()  # under torchrun only rank 0 talks
+    except ConfigError as exc:
+        fail(str(exc))
+    leader = shard.leader
     cfg.device = str(resolve_device(cfg.device))
-    with progress_bar(not cfg.quiet) as prog:
+    with progress_bar(not cfg.quiet and leader) as prog:
         tasks: dict[str, Any] = {}
 
         def on_progress(ev: ProgressEvent) -> None:
@@ -240,6 +253,8 @@ def run_and_show(cfg: Any) -> Any:
             hint = f"; add --resume to continue it in {cfg.out}" if cfg.out else ""
             fail(f"interrupted: the finished batches are recorded{hint}", code=130)
 
+    if not leader:
+        return results
     console.print(results_table(results, console.width))
     flagged = [c for c in results.checks if c["flag"]]
     if flagged:
@@ -255,5 +270,6 @@ def run_and_show(cfg: Any) -> Any:
         for c in flagged:
             err_console.print(f"[red]flag ({c['defense']}, {c['check']}):[/] {c['message']}", highlight=False)
         if cfg.out:
-            console.print(f"wrote results.json, samples.jsonl, report.md, report.html to {cfg.out}")
+            logs = "samples.jsonl" if shard.world == 1 else f"samples-RANK-of-{shard.world}.jsonl"
+            console.print(f"wrote results.json, {logs}, report.md, report.html to {cfg.out}")
     return results

@@ -23,7 +23,9 @@ from .config import (
     parse_eps_list,
     resolve_defense_names,
 )
+from .distributed import Shard, shard_from_env
 from .io import atomic_write_json, atomic_write_text
+from .merge import MergeError, merge_run
 from .metrics import psnr, ssim
 from .plan import AttackRun, Plan, build_attack_runs, build_defenses, build_plan
 from .records import DuplicateSampleError, SampleRecord
@@ -45,6 +47,10 @@ __all__ = [
     "Plan",
     "SampleRecord",
     "EvalConfig",
+    "MergeError",
+    "Shard",
+    "merge_run",
+    "shard_from_env",
     "ProgressEvent",
     "Results",
     "atomic_write_json",

@@ -63,7 +63,7 @@ def _adaptive_settings(plan: Plan) -> list[str]:
 def _strict_accuracy(
     plan: Plan, defense: str, scorer: nn.Module, x: Tensor, y: Tensor, ids: list[str], kind: str
 ) -> float:
-    from .runner import score
+    from .scoring import score
 
     preds, _ = score(plan, defense, scorer, x, ids, kind)
     ok = [all(p == int(t) for p in ps) for ps, t in zip(preds, y.tolist(), strict=True)]
@@ -79,7 +79,7 @@ def card_batch_checks(
 ) -> CardInputs:
     """The card's measurements on (a part of) the first batch."""
     from ..attacks import create_attack
-    from .runner import seeded
+    from .scoring import seeded
 
     m = min(CARD_SAMPLES, x.shape[0])
     xs, ys, sids = x[:m], y[:m], ids[:m]

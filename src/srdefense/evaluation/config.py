@@ -28,7 +28,7 @@ DEMO_ATTACKS = ("fgsm", "ifgsm", "mifgsm", "deepfool", "cw:steps=100:binary_sear
 of the default 9 x 10000 (the reduction is recorded in results.json)."""
 
 
-DEMO_ADAPTIVE_ATTACKS = ("pgd:steps=5",)
+DEMO_ADAPTIVE_ATTACKS = ("pgd:steps=5:early_stop=true",)
 """The adaptive column of ``srdefense demo``: white-box PGD-5 (step 2.5 eps / 5) through every defense."""
 DEMO_EOT_SAMPLES = 5
 """EOT draws per gradient for the demo's randomised defenses (the library default is 20)."""
@@ -114,6 +114,8 @@ class EvalConfig(BaseModel):
         resume: continue an interrupted run in ``out``.
         cache_dir: where adversarial examples are cached (default ``out/cache``).
         n_examples: images shown in the report's example grid.
+        workers: ``DataLoader`` worker processes decoding images ahead of the loop (0: in the
+            main process).
         image_size: input size for the data (default: the classifier's).
         max_pixels: refuse images with more pixels (W x H) than this (default: the reader's
             50-megapixel decompression-bomb limit; 0: no limit).
@@ -142,6 +144,7 @@ class EvalConfig(BaseModel):
     resume: bool = False
     cache_dir: str | None = None
     n_examples: int = 4
+    workers: int = 0
     image_size: int | None = None
     max_pixels: int | None = None
     quiet: bool = False
@@ -193,6 +196,8 @@ class EvalConfig(BaseModel):
                 raise ConfigError(f"{key}: expected an integer >= 1, got {v}")
         if self.max_pixels is not None and self.max_pixels < 0:
             raise ConfigError(f"max_pixels: expected an integer >= 0, got {self.max_pixels}")
+        if self.workers < 0:
+            raise ConfigError(f"workers: expected an integer >= 0, got {self.workers}")
         if self.n_examples < 0:
             raise ConfigError(f"n_examples: expected an integer >= 0, got {self.n_examples}")
         if not self.defenses:

@@ -16,7 +16,7 @@ from typing import Any
 
 from .._eps import format_eps
 from .io import atomic_write_json
-from .records import SampleRecord, check_unique, load_records
+from .records import SampleRecord, check_unique
 from .stats import wilson_interval
 
 RESULTS_FORMAT = "srdefense.results/2"
@@ -396,7 +396,7 @@ class Results:
 
     @classmethod
     def load(cls, out: str | Path) -> Results:
-        """Read a run folder (``results.json``, ``samples.jsonl`` and the example images)."""
+        """Read a run folder (``results.json``, the record logs and the example images)."""
         from .examples import load_examples
 
         d = Path(out)
@@ -406,7 +406,9 @@ class Results:
                 f"{d / 'results.json'}: expected format {RESULTS_FORMAT}, got {data.get('format')!r}"
             )
         run_id = data["config"].get("run_id")
-        records = load_records(d / "samples.jsonl", str(run_id)).records
+        from .shards import load_run_records
+
+        records = load_run_records(d, str(run_id))  # samples.jsonl, or every rank's shard
         return cls(
             config=data["config"],
             records=records,

@@ -5,21 +5,21 @@ configurations of that setting craft adversarial examples on the module the thre
 names (the classifier alone in the gray-box setting, the defended model in the adaptive ones)
 or read them from the cache; each purified clean and adversarial image is classified through
 the defended model (one code path for attack and score); one :class:`SampleRecord` per sample
-is appended to ``samples.jsonl`` when its batch is done. At the end the summary, the
-gradient-masking report card and ``results.json`` are written.
+is appended to the process's record log (``samples.jsonl``, or ``samples-RANK-of-WORLD.jsonl``
+for a rank of a sharded run, :mod:`.shards`) when its batch is done. At the end the summary,
+the gradient-masking report card and ``results.json`` are written (:mod:`.merge`).
 
 Randomness is derived from the seed and the sample ids (never from a running generator) and
-drawn from CPU generators whatever the device. A randomised defense is scored with its own
-draw per sample and draw index, so its numbers do not depend on loop order, batch composition
-or the other defenses of the run; a resumed run gives exactly the numbers of an uninterrupted one.
+drawn from CPU generators whatever the device (:mod:`.scoring`). A randomised defense is scored
+with its own draw per sample and draw index, so its numbers do not depend on loop order, batch
+composition, the other defenses of the run or the rank that evaluated the batch; a resumed or
+sharded run gives exactly the numbers of an uninterrupted single process.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,19 +27,26 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..attacks.base import EOT
 from ..purification.base import Purifier
 from ..purification.compose import Defended
-from .cache import CACHE_VERSION, AdversarialCache
+from .cache import AdversarialCache
 from .checks import check_classifier
 from .config import ConfigError
+from .distributed import (
+    Shard,
+    barrier,
+    destroy_process_group,
+    init_process_group,
+    resolve_shard_device,
+    shard_from_env,
+)
 from .examples import save_examples, thumbnail
-from .io import JsonlWriter, atomic_write_text, jsonl_line
+from .loader import Batch, data_ids, data_size, first_batch, iter_stream, iter_windows
+from .merge import EmptyEvaluationError, build_results, merge_run
 from .metrics import finite_or_none, psnr, quality_reference, ssim
 from .plan import (
     AttackRun,
     Plan,
-    _digest,
     _jsonable,
     _seed_of,
     build_attack_runs,
@@ -47,9 +54,10 @@ from .plan import (
     build_plan,
     classifier_fingerprint,
 )
-from .records import Perturbation, Quality, SampleRecord, load_records
-from .results import Results, record_warnings, summarize
-from .threats import AttackTarget
+from .records import Perturbation, Quality, SampleRecord
+from .results import Results
+from .scoring import Attacker, score, seeded
+from .shards import ShardLog, write_run_file
 
 __all__ = [
     "AdversarialCache",
@@ -62,10 +70,6 @@ __all__ = [
     "evaluate",
     "run_plan",
 ]
-
-
-class EmptyEvaluationError(ConfigError):
-    """No sample could be evaluated (every item missing or unreadable, or an empty dataset)."""
 
 
 @dataclass(frozen=True)
@@ -103,230 +107,6 @@ class ProgressEvent:
 ProgressCallback = Callable[[ProgressEvent], None]
 
 
-# ---------------------------------------------------------------------------- data
-@dataclass
-class Batch:
-    """One batch window of the data: the readable samples among positions ``[start, stop)``."""
-
-    index: int
-    start: int
-    stop: int
-    positions: list[int]
-    ids: list[str]
-    images: Tensor
-    labels: Tensor
-
-
-def _tensor_data(data: Any) -> bool:
-    return isinstance(data, tuple | list) and len(data) in (2, 3) and isinstance(data[0], Tensor)
-
-
-def _data_size(data: Any) -> int | None:
-    if _tensor_data(data):
-        return int(data[0].shape[0])
-    try:
-        return len(data)
-    except TypeError:
-        return None
-
-
-def _data_ids(data: Any) -> list[str] | None:
-    if _tensor_data(data):
-        return [str(i) for i in data[2]] if len(data) == 3 else [str(i) for i in range(data[0].shape[0])]
-    ids = getattr(data, "ids", None)
-    return [str(i) for i in ids] if ids is not None else None
-
-
-def _sample(item: Any) -> tuple[str, Tensor, int] | str:
-    """``(id, image, label)`` of a dataset item, or the reason it is unusable."""
-    if isinstance(item, BaseException):
-        return f"skipped an unreadable sample: {item}"
-    if isinstance(item, tuple) and len(item) == 2 and (item[0] is None or isinstance(item[1], BaseException)):
-        return f"skipped an unreadable sample: {item[1]}"
-    err = getattr(item, "error", None)
-    if err is not None:
-        return f"skipped sample {getattr(item, 'id', '?')}: {err}"
-    return str(item.id), item.image, int(item.label)
-
-
-def _positions(data: Any) -> Iterator[tuple[int, tuple[str, Tensor, int] | str]]:
-    if _tensor_data(data):
-        images, labels = data[0], data[1]
-        ids = list(data[2]) if len(data) == 3 else [str(i) for i in range(images.shape[0])]
-        for i in range(images.shape[0]):
-            yield i, (str(ids[i]), images[i], int(labels[i]))
-        return
-    if hasattr(data, "__getitem__") and hasattr(data, "__len__"):
-        for i in range(len(data)):
-            try:
-                item = data[i]
-            except Exception as exc:  # noqa: BLE001 - any per-item failure is reported and skipped
-                ids = getattr(data, "ids", None)
-                name = ids[i] if ids is not None else i
-                yield i, f"skipped an unreadable sample: sample {name}: {exc}"
-                continue
-            yield i, _sample(item)
-        return
-    for i, item in enumerate(data):
-        yield i, _sample(item)
-
-
-def iter_batches(data: Any, batch_size: int, warnings: list[dict[str, str]]) -> Iterator[Batch]:
-    """Batch windows by dataset position: window ``b`` covers positions ``[b * size, (b + 1) * size)``.
-
-    Which samples share a batch depends only on their positions, never on which other files
-    happened to be readable; an unreadable item is reported in ``warnings`` and skipped.
-    """
-    buf: list[tuple[int, tuple[str, Tensor, int]]] = []
-    window = 0
-
-    def make(b: int, items: list[tuple[int, tuple[str, Tensor, int]]]) -> Batch:
-        return Batch(
-            index=b,
-            start=b * batch_size,
-            stop=(b + 1) * batch_size,
-            positions=[p for p, _ in items],
-            ids=[s[0] for _, s in items],
-            images=torch.stack([s[1].float() for _, s in items]),
-            labels=torch.tensor([s[2] for _, s in items]),
-        )
-
-    for pos, s in _positions(data):
-        b = pos // batch_size
-        if b != window:
-            if buf:
-                yield make(window, buf)
-            buf, window = [], b
-        if isinstance(s, str):
-            warnings.append({"check": "data", "message": s})
-            continue
-        buf.append((pos, s))
-    if buf:
-        yield make(window, buf)
-
-
-# ---------------------------------------------------------------------------- randomness
-def _purifiers_in(module: nn.Module) -> list[Purifier]:
-    return [m for m in module.modules() if isinstance(m, Purifier)]
-
-
-@contextmanager
-def seeded(module: nn.Module, seed: int, device: torch.device) -> Iterator[None]:
-    """Every purifier inside ``module`` draws from a CPU generator seeded with ``seed``.
-
-    Torch's global generators are forked and seeded too (for stages that draw from them), and
-    the purifiers' own generators are restored afterwards.
-    """
-    purifiers = _purifiers_in(module)
-    saved = [(m, m.generator) for m in purifiers]
-    for k, m in enumerate(purifiers):
-        m.generator = torch.Generator().manual_seed((seed + 7919 * k) % (2**63))
-    try:
-        with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
-            torch.manual_seed(seed % (2**63))
-            yield
-    finally:
-        for m, g in saved:
-            m.generator = g
-
-
-# ---------------------------------------------------------------------------- attack and score
-class _Attacker:
-    """Crafts (or reads from the cache) adversarial examples for one batch, each key once."""
-
-    def __init__(self, plan: Plan, cache: AdversarialCache, timing: dict[str, float]) -> None:
-        self.plan = plan
-        self.cache = cache
-        self.timing = timing
-        self.fingerprint = plan.config["classifier"]
-        self.memo: dict[str, Tensor] = {}
-
-    def new_batch(self) -> None:
-        self.memo = {}
-
-    def key(self, target: AttackTarget, run: AttackRun, x: Tensor, y: Tensor, ids: list[str]) -> str:
-        desc = run.describe()
-        return _digest(
-            {
-                "v": CACHE_VERSION,
-                "classifier": self.fingerprint,
-                "target": target.fingerprint,
-                "attack": {k: desc[k] for k in ("name", "eps", "norm", "config")},
-                "ids": ids,
-                "pixels": hashlib.sha256(x.detach().cpu().float().contiguous().numpy().tobytes()).hexdigest(),
-                "labels": y.tolist(),
-                "seed": self.plan.seed,
-            }
-        )
-
-    def __call__(
-        self, target: AttackTarget, run: AttackRun, x: Tensor, y: Tensor, ids: list[str]
-    ) -> tuple[Tensor, bool]:
-        key = self.key(target, run, x, y, ids)
-        if key in self.memo:
-            return self.memo[key], True
-        hit = self.cache.get(key, x, run.eps, getattr(run.attack, "norm", None))
-        if hit is not None:
-            self.cache.hits += 1
-            self.memo[key] = hit
-            return hit, True
-        self.cache.misses += 1
-        desc = run.describe()
-        t0 = time.perf_counter()
-        gen = torch.Generator().manual_seed(
-            _seed_of("attack", self.plan.seed, desc["config"], target.fingerprint, ids)
-        )
-        draws = _seed_of("attack-draws", self.plan.seed, desc["config"], target.fingerprint, ids)
-        module = target.module
-        if getattr(run.attack, "eot_samples", 1) > 1 and isinstance(module, EOT):
-            module = module.model  # the attack brings its own EOT (e.g. autoattack-rand)
-        with seeded(module, draws, x.device):
-            adv = run.attack(module, x, y, generator=gen)
-        self.timing["attacks"] = self.timing.get("attacks", 0.0) + time.perf_counter() - t0
-        adv = adv.detach().to(dtype=x.dtype)
-        if adv.shape != x.shape:
-            raise RuntimeError(
-                f"attack {run.key}: returned shape {tuple(adv.shape)}, expected {tuple(x.shape)}"
-            )
-        self.cache.put(key, adv)
-        self.memo[key] = adv
-        return adv, False
-
-
-def score(
-    plan: Plan, defense: str, scorer: nn.Module, x: Tensor, ids: list[str], kind: str
-) -> tuple[list[list[int]], Tensor]:
-    """Predictions through ``scorer`` (a :class:`Defended`), one list of draws per sample.
-
-    A deterministic defense is scored once, batched. A randomised one is scored with
-    ``plan.draws[defense]`` independent draws per sample, each seeded by (seed, defense, kind,
-    sample id, draw): the numbers do not depend on the batch or on the other defenses.
-
-    Returns:
-        The predictions and the purified images of the first draw (for image quality).
-    """
-    assert isinstance(scorer, Defended)
-    k = plan.draws[defense]
-    with torch.no_grad():
-        if k == 1 and not plan.defenses[defense].randomized:
-            with seeded(scorer, _seed_of("eval", plan.seed, defense, kind, ids), x.device):
-                logits, purified = scorer.purify_and_classify(x)
-            return [[int(p)] for p in logits.argmax(1).tolist()], purified
-        preds: list[list[int]] = []
-        first: list[Tensor] = []
-        for i, sid in enumerate(ids):
-            row = []
-            for d in range(k):
-                with seeded(scorer, _seed_of("eval", plan.seed, defense, kind, sid, d), x.device):
-                    logits, purified = scorer.purify_and_classify(x[i : i + 1])
-                row.append(int(logits.argmax(1)))
-                if d == 0:
-                    first.append(purified)
-            preds.append(row)
-        shapes = {tuple(t.shape) for t in first}
-        return preds, (torch.cat(first) if len(shapes) == 1 else first[0].new_zeros(0))
-
-
 # ---------------------------------------------------------------------------- evaluate
 def evaluate(
     classifier: nn.Module | str,
@@ -352,6 +132,8 @@ def evaluate(
     class_names: Sequence[str] | None = None,
     experiment: Mapping[str, Any] | None = None,
     report: bool = False,
+    workers: int = 0,
+    shard: Shard | None = None,
 ) -> Results:
     """Evaluate defenses against attacks on a classifier, in one or more threat models.
 
@@ -396,9 +178,16 @@ def evaluate(
             classifier has 1000 outputs).
         experiment: the experiment options, stored in ``config`` to rerun it.
         report: also write ``report.md`` and ``report.html`` into ``out``.
+        workers: ``DataLoader`` worker processes decoding the images ahead of the loop (0: in
+            this process); batches are pinned in memory when ``device`` is a GPU.
+        shard: this process's share of a sharded run (default: read from the torchrun
+            environment, ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``; a single process without it).
+            Under torchrun the ranks join a process group (NCCL on GPUs, gloo on the CPU) for
+            the final barrier only, ``device="cuda"`` means ``cuda:LOCAL_RANK``, each rank
+            writes ``out/samples-RANK-of-WORLD.jsonl``, and rank 0 merges them.
 
     Returns:
-        The :class:`Results`.
+        The :class:`Results` (on every rank of a sharded run, the merged ones).
 
     Raises:
         ConfigError: unknown names, bad values, or ``resume`` on a different run.
@@ -408,7 +197,62 @@ def evaluate(
         raise ConfigError("resume: needs an output folder (out)")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
-    dev = torch.device(device)
+    shard = shard if shard is not None else shard_from_env()
+    dev = resolve_shard_device(shard, device)
+    created = init_process_group(shard, dev)
+    try:
+        return _evaluate(
+            classifier,
+            defenses,
+            attacks,
+            data,
+            eps=eps,
+            setting=setting,
+            adaptive_attacks=adaptive_attacks,
+            eot_samples=eot_samples,
+            eval_draws=eval_draws,
+            card=card,
+            resolution=resolution,
+            batch_size=batch_size,
+            device=dev,
+            seed=seed,
+            out=out,
+            resume=resume,
+            progress=progress,
+            cache_dir=cache_dir,
+            n_examples=n_examples,
+            class_names=class_names,
+            experiment=experiment,
+            report=report,
+            workers=workers,
+            shard=shard,
+        )
+    finally:
+        if created:
+            destroy_process_group()
+
+
+def _evaluate(
+    classifier: nn.Module | str,
+    defenses: Mapping[str, Purifier | str] | Iterable[Purifier | str],
+    attacks: Iterable[Any],
+    data: Any,
+    *,
+    device: torch.device,
+    setting: str | Sequence[str],
+    experiment: Mapping[str, Any] | None,
+    out: str | Path | None,
+    resume: bool,
+    progress: ProgressCallback | None,
+    cache_dir: str | Path | None,
+    n_examples: int,
+    class_names: Sequence[str] | None,
+    report: bool,
+    workers: int,
+    shard: Shard,
+    **plan_kw: Any,
+) -> Results:
+    dev = device
     if isinstance(classifier, str):
         from ..models import create_classifier
 
@@ -421,18 +265,11 @@ def evaluate(
         classifier,
         defenses,
         attacks,
-        data_ids=_data_ids(data),
-        data_n=_data_size(data),
-        eps=eps,
+        data_ids=data_ids(data),
+        data_n=data_size(data),
         settings=settings,
-        adaptive_attacks=adaptive_attacks,
-        resolution=resolution,
-        batch_size=batch_size,
         device=dev,
-        seed=seed,
-        eot_samples=eot_samples,
-        eval_draws=eval_draws,
-        card=card,
+        **plan_kw,
     )
     if experiment is not None:
         plan.config["experiment"] = _jsonable(dict(experiment))
@@ -446,6 +283,8 @@ def evaluate(
         n_examples=n_examples,
         class_names=class_names,
         report=report,
+        workers=workers,
+        shard=shard,
     )
 
 
@@ -460,65 +299,46 @@ def run_plan(
     n_examples: int = 4,
     class_names: Sequence[str] | None = None,
     report: bool = False,
+    workers: int = 0,
+    shard: Shard | None = None,
 ) -> Results:
-    """The batch loop of :func:`evaluate` over a built :class:`Plan`."""
-    from .card import CardInputs, card_batch_checks, report_card
+    """The batch loop of :func:`evaluate` over a built :class:`Plan`, for one rank's share.
 
+    ``shard`` (default: a single process) names the batch windows this process evaluates; rank
+    0 also does the first-batch work (classifier checks, report examples, the card's inputs),
+    and, after a barrier, merges every rank's records into ``results.json`` (:mod:`.merge`).
+    Other ranks wait for that merge and return the merged results; without a process group
+    (ranks run one after another) they return the results of their own share.
+    """
+    from .card import CardInputs, card_batch_checks
+
+    shard = shard or Shard()
+    if shard.world > 1 and out is None:
+        raise ConfigError("a sharded evaluation (world size > 1) needs an output folder (out)")
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
+        raise ConfigError(f"workers: expected an integer >= 0, got {workers!r}")
     out_dir = Path(out) if out is not None else None
     cache = AdversarialCache(cache_dir if cache_dir is not None else (out_dir / "cache" if out_dir else None))
-    run_id = plan.run_id
-    records: list[SampleRecord] = []
-    done_ids: set[str] = set()
-    writer: JsonlWriter | None = None
-    resumed = 0
-    warnings: list[dict[str, str]] = []
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        log = out_dir / "samples.jsonl"
-        if resume:
-            loaded = load_records(log, run_id)
-            if loaded.other_runs:
-                raise ConfigError(
-                    f"resume: {log} holds records of a different run (classifier, defenses, attacks, "
-                    "settings, "
-                    "data, batch size or seed changed); use a new output folder or run without resume"
-                )
-            records = loaded.records
-            done_ids = {r.id for r in records}
-            resumed = len(records)
-            if loaded.torn or loaded.dropped or loaded.bad_version:
-                warnings.append(
-                    {
-                        "check": "resume",
-                        "message": f"resume: dropped {loaded.dropped} record(s) of incomplete batches"
-                        + (", a torn last line" if loaded.torn else "")
-                        + (
-                            f", {loaded.bad_version} record(s) of another version"
-                            if loaded.bad_version
-                            else ""
-                        )
-                        + "; those batches were evaluated again",
-                    }
-                )
-            # the log keeps exactly the complete batches; new batches are appended after them
-            atomic_write_text(log, "".join(jsonl_line(r.to_json()) for r in records))
-        writer = JsonlWriter(log, truncate_to=None if resume else 0)
-
+    log = ShardLog(out_dir, plan.run_id, shard, resume=resume)
+    if out_dir is not None and shard.leader:
+        write_run_file(out_dir, plan.config, shard.world)
     names = list(class_names) if class_names is not None else None
-    total = _data_size(data)
-    n_batches = None if total is None else (total + plan.batch_size - 1) // plan.batch_size
+    total = data_size(data)
+    n_windows = None if total is None else (total + plan.batch_size - 1) // plan.batch_size
     timing: dict[str, float] = {k: 0.0 for k in plan.defenses} | {"attacks": 0.0, "card": 0.0}
-    data_warnings: list[dict[str, str]] = []
+    warnings: list[dict[str, str]] = []  # this rank's own (cache); the classifier's are rank 0's
+    class_warnings: list[dict[str, str]] = []
     examples: list[dict[str, Any]] = []
-    attacker = _Attacker(plan, cache, timing)
+    attacker = Attacker(plan, cache, timing)
     n_units = sum(len(plan.runs[s]) * (len(plan.defenses) if plan.adaptive(s) else 1) for s in plan.settings)
+    mine = shard.windows(n_windows) if n_windows is not None else None
     ev_common = {
-        "n_batches": n_batches,
+        "n_batches": len(mine) if mine is not None else None,
         "total": total,
         "n_attacks": n_units,
         "n_defenses": len(plan.defenses),
     }
-    card_inputs: CardInputs | None = None
+    card_inputs = CardInputs()
 
     def emit(stage: str, **kw: Any) -> None:
         if progress is not None:
@@ -526,83 +346,83 @@ def run_plan(
 
     t_start = time.perf_counter()
     try:
-        emit("start", done=len(done_ids))
-        for batch in iter_batches(data, plan.batch_size, data_warnings):
-            attacker.new_batch()
-            x = batch.images.to(plan.device)
-            y = batch.labels.to(plan.device)
-            first = card_inputs is None
-            if first:
-                warnings.extend(check_classifier(plan.classifier, x, y))
-                if names is None:
-                    names = _default_class_names(plan.classifier)
-            batch_done = all(i in done_ids for i in batch.ids)
-            if first:
+        emit("start", done=len(log.done_ids))
+        if shard.leader:
+            first = first_batch(data, plan.batch_size)
+            if first is not None:
+                attacker.enter(first.index)
+                x = first.images.to(plan.device)
+                y = first.labels.to(plan.device)
+                class_warnings = check_classifier(plan.classifier, x, y)
+                names = names if names is not None else _default_class_names(plan.classifier)
                 if n_examples > 0:
-                    examples = _make_examples(plan, attacker, batch, x, y, n_examples, names)
+                    examples = _make_examples(plan, attacker, first, x, y, n_examples, names)
                     if out_dir is not None:
                         save_examples(out_dir, examples)
                 if plan.card:
                     t0 = time.perf_counter()
-                    card_inputs = card_batch_checks(plan, attacker, x, y, batch.ids)
+                    card_inputs = card_batch_checks(plan, attacker, x, y, first.ids)
                     timing["card"] += time.perf_counter() - t0
-                    emit("card", batch=batch.index, done=len(done_ids))
-                else:
-                    card_inputs = CardInputs()
-            if batch_done:
-                emit("skip", batch=batch.index, done=len(done_ids))
+                    emit("card", batch=first.index, done=len(log.done_ids))
+                if out_dir is not None:
+                    write_run_file(
+                        out_dir, plan.config, shard.world, class_warnings, card_inputs, first_batch=True
+                    )
+        pin = plan.device.type == "cuda"
+        if mine is None:  # an iterable without a length: read it all, keep this rank's windows
+            source = iter_stream(data, plan.batch_size, lambda w: shard.owns(w) and not log.done(w))
+        else:
+            for w in mine:
+                if log.done(w):
+                    emit("skip", batch=w, done=len(log.done_ids))
+            todo = [w for w in mine if not log.done(w)]
+            source = iter_windows(data, plan.batch_size, todo, workers=workers, pin_memory=pin)
+        for batch in source:
+            if not batch.ids:
+                log.skip(batch.skipped)
                 continue
-            new = _evaluate_batch(plan, attacker, batch, x, y, run_id, timing, emit, len(done_ids))
-            if writer is not None:
-                writer.write(r.to_json() for r in new)
-            records.extend(new)
-            done_ids.update(batch.ids)
-            emit("batch", batch=batch.index, done=len(done_ids))
-    finally:
-        if writer is not None:
-            writer.close()
-
-    if not records:
-        reasons = "; ".join(w["message"] for w in data_warnings[:3])
-        raise EmptyEvaluationError(
-            "no sample could be evaluated"
-            + (
-                f" ({len(data_warnings)} unreadable: {reasons})"
-                if data_warnings
-                else " (the dataset is empty)"
+            attacker.enter(batch.index)
+            x = batch.images.to(plan.device, non_blocking=pin)
+            y = batch.labels.to(plan.device, non_blocking=pin)
+            new = _evaluate_batch(plan, attacker, batch, x, y, plan.run_id, timing, emit, len(log.done_ids))
+            log.add(new, batch.skipped)
+            emit("batch", batch=batch.index, done=len(log.done_ids))
+        for path, reason in cache.rejected:
+            warnings.append(
+                {"check": "cache", "message": f"cache entry {path} rejected ({reason}); recomputed"}
             )
-        )
-    records.sort(key=lambda r: r.index)
-    tables = summarize(plan.config, records)
-    for path, reason in cache.rejected:
-        warnings.append({"check": "cache", "message": f"cache entry {path} rejected ({reason}); recomputed"})
-    results = Results(
-        config=plan.config,
-        records=records,
-        summary=tables["summary"],
-        quality=tables["quality"],
-        perturbation=tables["perturbation"],
-        warnings=warnings + data_warnings + record_warnings(plan.config, records),
-        checks=report_card(plan, records, card_inputs or CardInputs(), tables["summary"])
-        if plan.card
-        else [],
-        run={
+        run = {
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "seconds": time.perf_counter() - t_start,
             "seconds_per_stage": timing,
-            "resumed_samples": resumed,
+            "resumed_samples": log.resumed,
             "attack_cache_hits": cache.hits,
             "attack_cache_misses": cache.misses,
-        },
-        examples=examples,
-    )
-    if out_dir is not None:
-        results.save(out_dir)
-        if report:
-            from .report import write_report
+        }
+        log.save_state(warnings, run, complete=True)
+    finally:
+        log.close()
 
-            write_report(results, out_dir)
-    emit("done", done=len(records))
+    if out_dir is None or not (shard.leader or shard.group):
+        # in memory: no run folder, or a rank without a process group (the results of its share)
+        data_warnings = [{"check": "data", "message": m} for _, m in sorted(log.state.skipped.items())]
+        results = build_results(
+            plan.config,
+            log.records,
+            card=card_inputs if plan.card else None,
+            warnings=class_warnings + log.resume_warnings + warnings,
+            data_warnings=data_warnings,
+            run=run,
+            examples=examples,
+        )
+    else:
+        barrier(shard, plan.device)
+        if shard.leader:
+            results = merge_run(out_dir, report=report, examples=examples)
+        barrier(shard, plan.device)
+        if not shard.leader:
+            results = Results.load(out_dir)
+    emit("done", done=len(results.records))
     return results
 
 
@@ -624,7 +444,7 @@ def _default_class_names(classifier: nn.Module) -> list[str] | None:
 
 def _evaluate_batch(
     plan: Plan,
-    attacker: _Attacker,
+    attacker: Attacker,
     batch: Batch,
     x: Tensor,
     y: Tensor,
@@ -669,6 +489,7 @@ def _evaluate_batch(
             recs[i].quality[name] = Quality(finite_or_none(ps[i]), finite_or_none(ss[i]))
         timing[name] += time.perf_counter() - t0
     # adversarial images, per setting
+    bare: dict[int, tuple[Tensor, list[float], list[float], list[int]]] = {}  # norms, bare prediction
     for setting in plan.settings:
         for run in plan.runs[setting]:
             for name in plan.defenses:
@@ -684,11 +505,16 @@ def _evaluate_batch(
                         cached=cached,
                     )
                 t0 = time.perf_counter()
-                delta = (adv - x).flatten(1).double()
-                linf = delta.abs().amax(1).tolist()
-                l2 = delta.norm(dim=1).tolist()
-                with torch.no_grad():
-                    undefended = plan.classifier(adv).argmax(1).tolist()
+                if id(adv) not in bare:  # a gray-box example is shared by every defense
+                    delta = (adv - x).flatten(1).double()
+                    with torch.no_grad():
+                        bare[id(adv)] = (
+                            adv,  # held, so that its id is not reused within the batch
+                            delta.abs().amax(1).tolist(),
+                            delta.norm(dim=1).tolist(),
+                            plan.classifier(adv).argmax(1).tolist(),
+                        )
+                _, linf, l2, undefended = bare[id(adv)]
                 preds, _ = score(plan, name, target.scorer, adv, batch.ids, f"{setting}/{run.key}")
                 for i in range(n):
                     recs[i].adv[setting][run.key][name] = preds[i]
@@ -703,7 +529,7 @@ def _evaluate_batch(
 
 def _make_examples(
     plan: Plan,
-    attacker: _Attacker,
+    attacker: Attacker,
     batch: Batch,
     x: Tensor,
     y: Tensor,

@@ -91,6 +91,7 @@ def run_config(cfg: EvalConfig, progress: ProgressCallback | None = None, *, rep
         progress=progress,
         cache_dir=cfg.cache_dir,
         n_examples=cfg.n_examples,
+        workers=cfg.workers,
         experiment=experiment,
         report=report and cfg.out is not None,
     )

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._random import RandomSource
 from .._validation import check_image_batch
 
 
@@ -62,18 +63,22 @@ class Purifier(nn.Module):
             stage raises :class:`NoGradientError` in ``backward`` unless wrapped in :class:`BPDA`.
         randomized: whether the output depends on random draws (then ``purify`` takes the
             module's ``generator``, so a draw can be replayed).
+        per_sample_draws: whether every random draw is image-major (row ``i`` of a draw belongs
+            to image ``i``), so that a :class:`~srdefense.purification.randomized.GeneratorBank`
+            in place of the generator gives each image exactly the draws it would get alone.
         scale: integer factor by which height and width grow (1 for most defenses, 2 for SR).
         reference: the paper the stage comes from (shown by ``srdefense list defenses``).
     """
 
     differentiable: bool = True
     randomized: bool = False
+    per_sample_draws: bool = False
     scale: int = 1
     reference: str = ""
 
     def __init__(self) -> None:
         super().__init__()
-        self.generator: torch.Generator | None = None
+        self.generator: RandomSource | None = None
 
     def purify(self, x: Tensor) -> Tensor:
         """Purify a validated batch ``x`` (N, 3, H, W) in [0, 1]."""
@@ -170,6 +175,7 @@ class BPDA(Purifier):
         self.surrogate = surrogate
         self.scale = purifier.scale
         self.randomized = purifier.randomized
+        self.per_sample_draws = purifier.per_sample_draws
 
     def purify(self, x: Tensor) -> Tensor:
         """Exact forward, surrogate backward."""

@@ -29,9 +29,10 @@ class Compose(Purifier):
         self.stages = nn.ModuleList(stages)
         # declared as every purifier declares them (attributes), from the stages, which a
         # Compose never changes: a true gradient only if every stage has one, randomised if
-        # any stage is, and the product of the scales
+        # any stage is, drawing image by image if every randomised stage does, and the product of the scales
         self.differentiable = all(s.differentiable for s in stages)
         self.randomized = any(s.randomized for s in stages)
+        self.per_sample_draws = all(s.per_sample_draws for s in stages if s.randomized)
         self.scale = math.prod(s.scale for s in stages)
 
     def purify(self, x: Tensor) -> Tensor:

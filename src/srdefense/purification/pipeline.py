@@ -148,9 +148,7 @@ def paper_defense(
     )
 
 
-@register_defense(
-    "none", reference="no defense", description="the undefended classifier"
-)
+@register_defense("none", reference="no defense", description="the undefended classifier")
 def _none() -> Purifier:
     return Identity()
 

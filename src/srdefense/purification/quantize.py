@@ -202,7 +202,6 @@ class FeatureSqueezing(Purifier):
         self.median_size = None if median_size is None else _check_kernel(median_size)
         self.differentiable = self.bits is None  # no true gradient through the bit-depth squeezer
 
-
     def squeezers(self) -> list[tuple[str, Purifier]]:
         """The individual squeezers, as ``(name, purifier)`` pairs."""
         out: list[tuple[str, Purifier]] = []

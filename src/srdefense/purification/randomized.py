@@ -13,14 +13,14 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from .._random import make_generator, randint
+from .._random import GeneratorBank, RandomSource, make_generator, randint
 from .._validation import check_image_batch
 from ..data.transforms import resize_to
 from .base import Purifier
 from .registry import register_defense
 from .wavelet import denoise_wavelet  # the batched, scikit-image-compatible denoiser
 
-__all__ = ["PixelDeflection", "RandomResizePad", "pixel_deflection", "random_resize_pad"]
+__all__ = ["GeneratorBank", "PixelDeflection", "RandomResizePad", "pixel_deflection", "random_resize_pad"]
 
 _XIE = "Xie, Wang, Zhang, Ren, Yuille, Mitigating Adversarial Effects Through Randomization, ICLR 2018"
 _PRAKASH = (
@@ -66,7 +66,7 @@ def random_resize_pad(
     max_ratio: float = 331 / 299,
     pad_value: float = 0.5,
     mode: Interpolation = "nearest",
-    generator: torch.Generator | None = None,
+    generator: RandomSource | None = None,
 ) -> Tensor:
     """Resize each image to a random size, then pad it at a random position (Xie et al. 2018).
 
@@ -143,6 +143,7 @@ class RandomResizePad(Purifier):
 
     differentiable = True
     randomized = True
+    per_sample_draws = True
     reference = _XIE
 
     def __init__(
@@ -256,7 +257,7 @@ def _check_deflection_args(deflections: int, window: int) -> None:
 
 
 def pixel_deflection(
-    images: Tensor, deflections: int = 200, window: int = 10, *, generator: torch.Generator | None = None
+    images: Tensor, deflections: int = 200, window: int = 10, *, generator: RandomSource | None = None
 ) -> Tensor:
     """Replace random pixels by a random neighbour (the deflection step of Prakash et al.).
 
@@ -333,6 +334,7 @@ class PixelDeflection(Purifier):
 
     differentiable = False
     randomized = True
+    per_sample_draws = True
     reference = _PRAKASH
 
     def __init__(

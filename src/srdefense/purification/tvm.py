@@ -112,6 +112,17 @@ def tv_reconstruct(images: Tensor, mask: Tensor, weight: float = 0.03, iteration
     if images.numel() == 0 or weight == 0:
         return z.clamp(0, 1)
     tau = sigma = 1 / math.sqrt(8.0)
+    if torch.is_grad_enabled() and (images.requires_grad or m.requires_grad):
+        z = _chambolle_pock_graph(z, images, m, weight, iterations, tau, sigma)
+    else:
+        z = _chambolle_pock_inplace(z, images, m, weight, iterations, tau, sigma)
+    return z.clamp(0, 1)
+
+
+def _chambolle_pock_graph(
+    z: Tensor, images: Tensor, m: Tensor, weight: float, iterations: int, tau: float, sigma: float
+) -> Tensor:
+    """The iterations of :func:`tv_reconstruct` as differentiable operations (the reference)."""
     mx2 = 2 * tau * m * images
     denom = 1 + 2 * tau * m
     py = torch.zeros_like(z)
@@ -128,7 +139,57 @@ def tv_reconstruct(images: Tensor, mask: Tensor, weight: float = 0.03, iteration
         z_new = (z + tau * _div(py, px) + mx2) / denom
         z_bar = 2 * z_new - z
         z = z_new
-    return z.clamp(0, 1)
+    return z
+
+
+def _chambolle_pock_inplace(
+    z: Tensor, images: Tensor, m: Tensor, weight: float, iterations: int, tau: float, sigma: float
+) -> Tensor:
+    """The iterations of :func:`tv_reconstruct` without a gradient, in preallocated buffers.
+
+    The same arithmetic as the autograd path (up to float rounding), but every iteration
+    writes into eight image-sized buffers allocated once, instead of ~20 new tensors: on a CPU
+    the solver is bound by memory traffic and page faults, and this runs several times faster.
+    """
+    h, w = z.shape[-2], z.shape[-1]
+    z = z.clone()
+    mx2 = m * images * (2 * tau)
+    denom = m * (2 * tau) + 1
+    py = torch.zeros_like(z)
+    px = torch.zeros_like(z)
+    g = torch.empty_like(z)  # forward differences of z_bar
+    t = torch.empty_like(z)
+    dv = torch.empty_like(z)
+    z_bar = z.clone()
+    z_new = torch.empty_like(z)
+    for _ in range(iterations):
+        # dual ascent: p += sigma * grad(z_bar) (zero across the last row / column),
+        # then p /= max(|p| / weight, 1)
+        if h > 1:
+            torch.sub(z_bar[..., 1:, :], z_bar[..., :-1, :], out=g[..., :-1, :])
+            py[..., :-1, :].add_(g[..., :-1, :], alpha=sigma)
+        if w > 1:
+            torch.sub(z_bar[..., :, 1:], z_bar[..., :, :-1], out=g[..., :, :-1])
+            px[..., :, :-1].add_(g[..., :, :-1], alpha=sigma)
+        torch.mul(py, py, out=t)
+        t.addcmul_(px, px).clamp_(min=weight**2).sqrt_().div_(weight)
+        py.div_(t)
+        px.div_(t)
+        # primal descent: z_new = (z + tau * div(p) + 2 tau m x) / (1 + 2 tau m)
+        dv.zero_()
+        if h > 1:
+            dv[..., :1, :].copy_(py[..., :1, :])
+            torch.sub(py[..., 1:-1, :], py[..., :-2, :], out=dv[..., 1:-1, :])
+            torch.neg(py[..., -2:-1, :], out=dv[..., -1:, :])
+        if w > 1:
+            dv[..., :, :1].add_(px[..., :, :1])
+            dv[..., :, 1:-1].add_(px[..., :, 1:-1]).sub_(px[..., :, :-2])
+            dv[..., :, -1:].sub_(px[..., :, -2:-1])
+        torch.add(z, dv, alpha=tau, out=z_new).add_(mx2).div_(denom)
+        # over-relaxation: z_bar = 2 z_new - z
+        torch.mul(z_new, 2, out=z_bar).sub_(z)
+        z, z_new = z_new, z
+    return z
 
 
 class TotalVarianceMinimization(Purifier):
@@ -148,6 +209,7 @@ class TotalVarianceMinimization(Purifier):
 
     differentiable = False
     randomized = True
+    per_sample_draws = True
     reference = _GUO
 
     def __init__(
