@@ -134,6 +134,8 @@ def evaluate(
     report: bool = False,
     workers: int = 0,
     shard: Shard | None = None,
+    precision: str = "fp32",
+    attack_precision: str = "fp32",
 ) -> Results:
     """Evaluate defenses against attacks on a classifier, in one or more threat models.
 
@@ -185,6 +187,12 @@ def evaluate(
             Under torchrun the ranks join a process group (NCCL on GPUs, gloo on the CPU) for
             the final barrier only, ``device="cuda"`` means ``cuda:LOCAL_RANK``, each rank
             writes ``out/samples-RANK-of-WORLD.jsonl``, and rank 0 merges them.
+        precision: arithmetic of every defense's super-resolution stages in the passes without
+            an input gradient (scoring): ``"fp32"``, ``"bf16"``, ``"fp16"`` or ``"auto"`` (set
+            on the stages of the defenses, given objects included). Not fp32, the fidelity
+            against fp32 on the first batch is recorded in ``config["precision_fidelity"]``.
+        attack_precision: the same for white-box attack gradients through a defense (default
+            fp32; ``"auto"`` is fp32 for gradients).
 
     Returns:
         The :class:`Results` (on every rank of a sharded run, the merged ones).
@@ -226,6 +234,8 @@ def evaluate(
             report=report,
             workers=workers,
             shard=shard,
+            precision=precision,
+            attack_precision=attack_precision,
         )
     finally:
         if created:
@@ -354,6 +364,10 @@ def run_plan(
                 x = first.images.to(plan.device)
                 y = first.labels.to(plan.device)
                 class_warnings = check_classifier(plan.classifier, x, y)
+                if plan.precision != "fp32":  # what the reduced precision costs, on this batch
+                    from .fidelity import measure_fidelity
+
+                    plan.config["precision_fidelity"] = measure_fidelity(plan, attacker, x, y, first.ids)
                 names = names if names is not None else _default_class_names(plan.classifier)
                 if n_examples > 0:
                     examples = _make_examples(plan, attacker, first, x, y, n_examples, names)
