@@ -35,7 +35,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"CPU bf16 features: {cpu_bf16_hardware()}; bf16 fast here: {bf16_is_fast('cpu')}")
+    print(f"CPU bf16 features: {cpu_bf16_hardware()}; bf16 fast here: {bf16_is_fast('cpu')}", flush=True)
     ds = load_dataset("samples")
     x, y, _ = collate([ds[i] for i in range(min(args.n, len(ds)))])
     clf = create_classifier("efficientnet_lite0").eval()
@@ -50,6 +50,7 @@ def main() -> None:
             with stage_precision(target.module, p):
                 adv[p] = attack(target.module, x, y, generator=gen)
             best[p] = min(best[p], time.perf_counter() - t0)
+            print(f"    {p} gradients: attack {time.perf_counter() - t0:.1f} s", flush=True)
     correct = {}
     with torch.no_grad(), stage_precision(target.scorer, "fp32"):
         clean = target.scorer(x).argmax(1) == y
