@@ -1,8 +1,9 @@
 """Does a bf16 gradient weaken a white-box attack? PGD through ``paper`` with fp32 and bf16 gradients.
 
-White-box PGD (Linf 4/255, ``--steps`` steps, random start from the same seed) on the first
-``--n`` embedded photos, attacking ``Defended(paper_defense(), efficientnet_lite0)`` through the
-harness's white-box target (true gradient through the super-resolution, BPDA where a stage has
+White-box PGD (Linf ``--eps255``/255, default 4/255, ``--steps`` steps, random start from the
+same seed) on the first ``--n`` embedded photos, attacking
+``Defended(paper_defense(), efficientnet_lite0)`` through the harness's white-box target (true
+gradient through the super-resolution, BPDA where a stage has
 none), once with the super-resolution in fp32 during the attack and once in bf16
 (``srdefense evaluate --attack-precision bf16``). Both sets of adversarial images are scored
 the same way, with the defense in fp32, so only the gradient's precision differs. Printed:
@@ -33,6 +34,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--eps255", type=float, default=4.0, help="Linf budget in 1/255 units")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"CPU bf16 features: {cpu_bf16_hardware()}; bf16 fast here: {bf16_is_fast('cpu')}", flush=True)
@@ -40,7 +42,7 @@ def main() -> None:
     x, y, _ = collate([ds[i] for i in range(min(args.n, len(ds)))])
     clf = create_classifier("efficientnet_lite0").eval()
     target = create_threat_model("white-box").target(paper_defense(), clf)
-    attack = create_attack("pgd", eps=4 / 255, steps=args.steps)
+    attack = create_attack("pgd", eps=args.eps255 / 255, steps=args.steps)
     adv: dict[str, torch.Tensor] = {}
     best = {"fp32": float("inf"), "bf16": float("inf")}
     for _ in range(args.rounds):
@@ -58,8 +60,8 @@ def main() -> None:
             correct[p] = target.scorer(adv[p]).argmax(1) == y
     n = x.shape[0]
     print(
-        f"white-box PGD-{args.steps} Linf 4/255 through paper, {n} embedded photos, seed {args.seed}, "
-        f"{args.threads} threads; scored in fp32"
+        f"white-box PGD-{args.steps} Linf {args.eps255:g}/255 through paper, {n} embedded photos, "
+        f"seed {args.seed}, {args.threads} threads; scored in fp32"
     )
     print(f"    clean accuracy: {int(clean.sum())}/{n}")
     for p in ("fp32", "bf16"):
