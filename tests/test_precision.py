@@ -68,6 +68,26 @@ def test_fused_fp32_path_equals_plain_path(monkeypatch):
     assert (fast.double() - ref).abs().max() <= 1e-5
 
 
+@pytest.mark.parametrize("padding", ["replicate", "zeros"])
+@pytest.mark.parametrize("shape", [(1, 3, 1, 1), (2, 3, 5, 9), (1, 3, 17, 8)])
+def test_fused_path_pads_and_shuffles_like_the_plain_path(monkeypatch, padding, shape):
+    """The NHWC pad and the one-copy pixel shuffle of the inference path equal F.pad + PixelShuffle."""
+    net = create_sr_model("upconv7", padding=padding)
+    bgr = create_sr_model("upconv7", padding=padding, channel_order="bgr")
+    x = torch.rand(*shape, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        fast, fast_bgr = net(x), bgr(x)
+        monkeypatch.setattr(upconv7_mod, "_HAS_FUSED", False)
+        plain, plain_bgr = net(x), bgr(x)
+        ref = create_sr_model("upconv7", padding=padding).double()(x.double())
+    assert fast.shape == (shape[0], 3, 2 * shape[2], 2 * shape[3]) and fast.is_contiguous()
+    assert (fast - plain).abs().max() <= 1e-5 and (fast_bgr - plain_bgr).abs().max() <= 1e-5
+    assert (fast.double() - ref).abs().max() <= 1e-5
+    xp = net._pad_nhwc(x, torch.float64)  # the padding alone is exact
+    mode = "replicate" if padding == "replicate" else "constant"
+    assert torch.equal(xp, F.pad(x.double(), (7, 7, 7, 7), mode=mode))
+
+
 def test_fused_weights_follow_parameter_changes():
     net = create_sr_model("upconv7")
     x = torch.rand(1, 3, 12, 12, generator=torch.Generator().manual_seed(1))

@@ -151,6 +151,20 @@ def evaluate(
         int | None,
         typer.Option(help="DataLoader worker processes decoding images ahead (default 0: in-process)."),
     ] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option(
+            help="Super-resolution arithmetic when scoring: fp32 (default), bf16, fp16 or auto (bf16 where "
+            "the hardware has it); not fp32, results.json records its fidelity against fp32."
+        ),
+    ] = None,
+    attack_precision: Annotated[
+        str | None,
+        typer.Option(
+            "--attack-precision",
+            help="Super-resolution arithmetic of white-box attack gradients (default fp32).",
+        ),
+    ] = None,
 ) -> None:
     """Evaluate defenses against attacks, gray-box and adaptive (white-box, BPDA, EOT).
 
@@ -186,6 +200,8 @@ def evaluate(
         "resume": resume,
         "quiet": quiet,
         "workers": workers,
+        "precision": precision,
+        "attack_precision": attack_precision,
     }
     try:
         file_values = load_config_file(config) if config is not None else {}

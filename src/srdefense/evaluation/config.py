@@ -120,6 +120,12 @@ class EvalConfig(BaseModel):
         max_pixels: refuse images with more pixels (W x H) than this (default: the reader's
             50-megapixel decompression-bomb limit; 0: no limit).
         quiet: terminal output only (not used by the library).
+        precision: arithmetic of every defense's super-resolution in the passes that need no
+            input gradient (scoring): ``"fp32"`` (default), ``"bf16"``, ``"fp16"`` or ``"auto"``
+            (see :mod:`srdefense.purification.precision`); not fp32, results.json records its
+            fidelity against fp32 on the first batch.
+        attack_precision: the same for white-box attack gradients through the defense
+            (default ``"fp32"``: bf16 gradients only when asked for).
     """
 
     model_config = ConfigDict(strict=True, extra="forbid", validate_assignment=False)
@@ -148,6 +154,8 @@ class EvalConfig(BaseModel):
     image_size: int | None = None
     max_pixels: int | None = None
     quiet: bool = False
+    precision: str = "fp32"
+    attack_precision: str = "fp32"
 
     @field_validator(*_LIST_FIELDS, mode="before")
     @classmethod
@@ -204,6 +212,12 @@ class EvalConfig(BaseModel):
             raise ConfigError("defenses: expected at least one defense")
         if not self.attacks:
             raise ConfigError("attacks: expected at least one attack")
+        from ..purification.precision import PRECISIONS
+
+        for key in ("precision", "attack_precision"):
+            v = getattr(self, key)
+            if v not in PRECISIONS:
+                raise ConfigError(f"{key}: expected one of {', '.join(PRECISIONS)}, got {v!r}")
         if self.resume and not self.out:
             raise ConfigError("resume: needs an output folder (out)")
         return self
@@ -229,6 +243,7 @@ _ALIASES = {
     "adaptive-attack": "adaptive_attacks",
     "adaptive-attacks": "adaptive_attacks",
     "adaptive_attack": "adaptive_attacks",
+    "attack-precision": "attack_precision",
 }
 
 

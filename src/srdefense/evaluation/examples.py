@@ -17,7 +17,11 @@ import torch
 from torch import Tensor
 
 from ..data.transforms import resize_to
+from ..purification.compose import Defended
 from .io import atomic_write_bytes, atomic_write_json
+from .loader import Batch
+from .plan import Plan, _seed_of
+from .scoring import Attacker, seeded
 
 THUMBNAIL = 192
 """Longest side of the example thumbnails, in pixels."""
@@ -87,3 +91,74 @@ def load_examples(out: str | Path) -> list[dict[str, Any]]:
         ex["purified"] = {k: _read_png(d / fn) for k, fn in files["purified"].items()}
         out_list.append(ex)
     return out_list
+
+
+def make_examples(
+    plan: Plan,
+    attacker: Attacker,
+    batch: Batch,
+    x: Tensor,
+    y: Tensor,
+    k: int,
+    names: list[str] | None,
+) -> list[dict[str, Any]]:
+    """The report's examples: the first ``k`` samples of ``batch``, clean, attacked and purified.
+
+    The attack is the largest-budget one of the first setting; each defense's purified image
+    and prediction are drawn with seeds of their own, so the examples do not move the numbers.
+    """
+    setting = plan.settings[0]
+    runs = plan.runs[setting]
+    bounded = [r for r in runs if r.eps is not None]
+    run = max(bounded, key=lambda r: r.eps or 0.0) if bounded else runs[0]
+    k = min(k, x.shape[0])
+    ids = batch.ids[:k]
+    xs = x[:k]
+    ys = y[:k]
+    first = next(iter(plan.defenses))
+    target0 = plan.target(setting, first)
+    adv_full, _ = attacker(target0, run, x, y, batch.ids)
+    xa = adv_full[:k]
+    with torch.no_grad():
+        clean_pred = plan.classifier(xs).argmax(1).tolist()
+        adv_pred = plan.classifier(xa).argmax(1).tolist()
+    purified: dict[str, Tensor] = {}
+    purified_pred: dict[str, list[int]] = {}
+    for name in plan.defenses:
+        target = plan.target(setting, name)
+        if plan.adaptive(setting):
+            xa_d = attacker(target, run, x, y, batch.ids)[0][:k]
+        else:
+            xa_d = xa
+        scorer = target.scorer
+        assert isinstance(scorer, Defended)
+        with torch.no_grad(), seeded(scorer, _seed_of("example", plan.seed, name, run.key, ids), x.device):
+            logits, xp = scorer.purify_and_classify(xa_d)
+        purified[name] = xp
+        purified_pred[name] = logits.argmax(1).tolist()
+
+    def nm(c: int) -> str:
+        return names[c] if names is not None and 0 <= c < len(names) else str(c)
+
+    out = []
+    for i in range(k):
+        preds = {n: purified_pred[n][i] for n in plan.defenses}
+        out.append(
+            {
+                "id": ids[i],
+                "label": int(ys[i]),
+                "label_name": nm(int(ys[i])),
+                "attack": run.key,
+                "setting": setting,
+                "clean_pred": clean_pred[i],
+                "clean_pred_name": nm(clean_pred[i]),
+                "adversarial_pred": adv_pred[i],
+                "adversarial_pred_name": nm(adv_pred[i]),
+                "purified_pred": preds,
+                "purified_pred_name": {n: nm(c) for n, c in preds.items()},
+                "clean": thumbnail(xs[i]),
+                "adversarial": thumbnail(xa[i]),
+                "purified": {n: thumbnail(purified[n][i]) for n in plan.defenses},
+            }
+        )
+    return out

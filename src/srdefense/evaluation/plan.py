@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..purification.base import Purifier
+from ..purification.precision import PRECISIONS, set_precision
 from .config import ConfigError, format_eps
 from .threats import (
     AttackTarget,
@@ -239,6 +240,8 @@ class Plan:
         draws: defense -> evaluation draws when scoring.
         card: whether to run the gradient-masking report card.
         config: the ``config`` block of ``results.json`` (``run_id`` included).
+        precision: super-resolution arithmetic of the scoring passes (set on the defenses).
+        attack_precision: super-resolution arithmetic of white-box attack gradients.
     """
 
     classifier: nn.Module
@@ -253,6 +256,8 @@ class Plan:
     draws: dict[str, int]
     card: bool
     config: dict[str, Any]
+    precision: str = "fp32"
+    attack_precision: str = "fp32"
     _threats: dict[str, ThreatModel] = field(default_factory=dict, repr=False)
     _targets: dict[tuple[str, str], AttackTarget] = field(default_factory=dict, repr=False)
 
@@ -301,6 +306,8 @@ def build_plan(
     eot_samples: int | None = None,
     eval_draws: int | None = None,
     card: bool = True,
+    precision: str = "fp32",
+    attack_precision: str = "fp32",
 ) -> Plan:
     """Resolve everything an evaluation needs; see :func:`~srdefense.evaluation.evaluate`.
 
@@ -319,9 +326,12 @@ def build_plan(
     for name, v in (("batch_size", batch_size), ("eot_samples", eot_samples), ("eval_draws", eval_draws)):
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
             raise ConfigError(f"{name}: expected an integer >= 1, got {v!r}")
+    for name, v in (("precision", precision), ("attack_precision", attack_precision)):
+        if v not in PRECISIONS:
+            raise ConfigError(f"{name}: expected one of {', '.join(PRECISIONS)}, got {v!r}")
     dev = torch.device(device)
     classifier = classifier.to(dev)
-    purifiers = {k: p.to(dev) for k, p in build_defenses(defenses).items()}
+    purifiers = {k: set_precision(p.to(dev), precision) for k, p in build_defenses(defenses).items()}
     attacks = list(attacks)
     base_runs = build_attack_runs(attacks, eps)
     if not base_runs:
@@ -368,6 +378,8 @@ def build_plan(
         "attacks": _unique_runs(runs, settings),
         "attacks_by_setting": {s: [r.key for r in runs[s]] for s in settings},
         "card": bool(card),
+        "precision": precision,
+        "attack_precision": attack_precision,
         "data": {
             "n": len(data_ids) if data_ids is not None else data_n,
             "ids_sha256": _digest(data_ids) if data_ids is not None else None,
@@ -389,6 +401,8 @@ def build_plan(
         draws=draws,
         card=bool(card),
         config=config,
+        precision=precision,
+        attack_precision=attack_precision,
         _threats=plan_threats,
     )
 

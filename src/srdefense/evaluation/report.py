@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .._eps import format_eps
+from .fidelity import section_precision
 from .io import atomic_write_bytes, atomic_write_text
 from .metrics import PSNR_MAX_DB
 from .results import ADAPTIVE, CLEAN, ROBUST, WORST, Results
@@ -545,6 +546,7 @@ DEFAULT_SECTIONS: tuple[SectionFn, ...] = (
     section_worst_case,
     section_accuracy_vs_eps,
     section_quality,
+    section_precision,
     section_perturbation,
     section_examples,
     section_warnings,

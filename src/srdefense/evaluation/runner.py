@@ -28,7 +28,6 @@ import torch
 from torch import Tensor, nn
 
 from ..purification.base import Purifier
-from ..purification.compose import Defended
 from .cache import AdversarialCache
 from .checks import check_classifier
 from .config import ConfigError
@@ -40,7 +39,7 @@ from .distributed import (
     resolve_shard_device,
     shard_from_env,
 )
-from .examples import save_examples, thumbnail
+from .examples import make_examples, save_examples
 from .loader import Batch, data_ids, data_size, first_batch, iter_stream, iter_windows
 from .merge import EmptyEvaluationError, build_results, merge_run
 from .metrics import finite_or_none, psnr, quality_reference, ssim
@@ -48,7 +47,6 @@ from .plan import (
     AttackRun,
     Plan,
     _jsonable,
-    _seed_of,
     build_attack_runs,
     build_defenses,
     build_plan,
@@ -56,7 +54,7 @@ from .plan import (
 )
 from .records import Perturbation, Quality, SampleRecord
 from .results import Results
-from .scoring import Attacker, score, seeded
+from .scoring import Attacker, score
 from .shards import ShardLog, write_run_file
 
 __all__ = [
@@ -134,6 +132,8 @@ def evaluate(
     report: bool = False,
     workers: int = 0,
     shard: Shard | None = None,
+    precision: str = "fp32",
+    attack_precision: str = "fp32",
 ) -> Results:
     """Evaluate defenses against attacks on a classifier, in one or more threat models.
 
@@ -185,6 +185,12 @@ def evaluate(
             Under torchrun the ranks join a process group (NCCL on GPUs, gloo on the CPU) for
             the final barrier only, ``device="cuda"`` means ``cuda:LOCAL_RANK``, each rank
             writes ``out/samples-RANK-of-WORLD.jsonl``, and rank 0 merges them.
+        precision: arithmetic of every defense's super-resolution stages in the passes without
+            an input gradient (scoring): ``"fp32"``, ``"bf16"``, ``"fp16"`` or ``"auto"`` (set
+            on the stages of the defenses, given objects included). Not fp32, the fidelity
+            against fp32 on the first batch is recorded in ``config["precision_fidelity"]``.
+        attack_precision: the same for white-box attack gradients through a defense (default
+            fp32; ``"auto"`` is fp32 for gradients).
 
     Returns:
         The :class:`Results` (on every rank of a sharded run, the merged ones).
@@ -226,6 +232,8 @@ def evaluate(
             report=report,
             workers=workers,
             shard=shard,
+            precision=precision,
+            attack_precision=attack_precision,
         )
     finally:
         if created:
@@ -354,9 +362,13 @@ def run_plan(
                 x = first.images.to(plan.device)
                 y = first.labels.to(plan.device)
                 class_warnings = check_classifier(plan.classifier, x, y)
+                if plan.precision != "fp32":  # what the reduced precision costs, on this batch
+                    from .fidelity import measure_fidelity
+
+                    plan.config["precision_fidelity"] = measure_fidelity(plan, attacker, x, y, first.ids)
                 names = names if names is not None else _default_class_names(plan.classifier)
                 if n_examples > 0:
-                    examples = _make_examples(plan, attacker, first, x, y, n_examples, names)
+                    examples = make_examples(plan, attacker, first, x, y, n_examples, names)
                     if out_dir is not None:
                         save_examples(out_dir, examples)
                 if plan.card:
@@ -525,69 +537,3 @@ def _evaluate_batch(
     for name in plan.defenses:
         emit("defense", batch=batch.index, done=done, defense=name)
     return recs
-
-
-def _make_examples(
-    plan: Plan,
-    attacker: Attacker,
-    batch: Batch,
-    x: Tensor,
-    y: Tensor,
-    k: int,
-    names: list[str] | None,
-) -> list[dict[str, Any]]:
-    setting = plan.settings[0]
-    runs = plan.runs[setting]
-    bounded = [r for r in runs if r.eps is not None]
-    run = max(bounded, key=lambda r: r.eps or 0.0) if bounded else runs[0]
-    k = min(k, x.shape[0])
-    ids = batch.ids[:k]
-    xs = x[:k]
-    ys = y[:k]
-    first = next(iter(plan.defenses))
-    target0 = plan.target(setting, first)
-    adv_full, _ = attacker(target0, run, x, y, batch.ids)
-    xa = adv_full[:k]
-    with torch.no_grad():
-        clean_pred = plan.classifier(xs).argmax(1).tolist()
-        adv_pred = plan.classifier(xa).argmax(1).tolist()
-    purified: dict[str, Tensor] = {}
-    purified_pred: dict[str, list[int]] = {}
-    for name in plan.defenses:
-        target = plan.target(setting, name)
-        if plan.adaptive(setting):
-            xa_d = attacker(target, run, x, y, batch.ids)[0][:k]
-        else:
-            xa_d = xa
-        scorer = target.scorer
-        assert isinstance(scorer, Defended)
-        with torch.no_grad(), seeded(scorer, _seed_of("example", plan.seed, name, run.key, ids), x.device):
-            logits, xp = scorer.purify_and_classify(xa_d)
-        purified[name] = xp
-        purified_pred[name] = logits.argmax(1).tolist()
-
-    def nm(c: int) -> str:
-        return names[c] if names is not None and 0 <= c < len(names) else str(c)
-
-    out = []
-    for i in range(k):
-        preds = {n: purified_pred[n][i] for n in plan.defenses}
-        out.append(
-            {
-                "id": ids[i],
-                "label": int(ys[i]),
-                "label_name": nm(int(ys[i])),
-                "attack": run.key,
-                "setting": setting,
-                "clean_pred": clean_pred[i],
-                "clean_pred_name": nm(clean_pred[i]),
-                "adversarial_pred": adv_pred[i],
-                "adversarial_pred_name": nm(adv_pred[i]),
-                "purified_pred": preds,
-                "purified_pred_name": {n: nm(c) for n, c in preds.items()},
-                "clean": thumbnail(xs[i]),
-                "adversarial": thumbnail(xa[i]),
-                "purified": {n: thumbnail(purified[n][i]) for n in plan.defenses},
-            }
-        )
-    return out

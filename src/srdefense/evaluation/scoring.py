@@ -20,6 +20,7 @@ from .._random import GeneratorBank
 from ..attacks.base import EOT
 from ..purification.base import Purifier
 from ..purification.compose import Defended
+from ..purification.precision import stage_precision
 from .cache import CACHE_VERSION, AdversarialCache
 from .plan import AttackRun, Plan, _digest, _seed_of
 from .threats import AttackTarget
@@ -118,7 +119,7 @@ class Attacker:
         module = target.module
         if getattr(run.attack, "eot_samples", 1) > 1 and isinstance(module, EOT):
             module = module.model  # the attack brings its own EOT (e.g. autoattack-rand)
-        with seeded(module, draws, x.device):
+        with seeded(module, draws, x.device), stage_precision(module, self.plan.attack_precision):
             adv = run.attack(module, x, y, generator=gen)
         self.timing["attacks"] = self.timing.get("attacks", 0.0) + time.perf_counter() - t0
         adv = adv.detach().to(dtype=x.dtype)

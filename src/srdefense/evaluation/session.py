@@ -92,6 +92,8 @@ def run_config(cfg: EvalConfig, progress: ProgressCallback | None = None, *, rep
         cache_dir=cfg.cache_dir,
         n_examples=cfg.n_examples,
         workers=cfg.workers,
+        precision=cfg.precision,
+        attack_precision=cfg.attack_precision,
         experiment=experiment,
         report=report and cfg.out is not None,
     )

@@ -20,8 +20,8 @@ arithmetic itself is PyTorch's autocast.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -165,7 +165,13 @@ def set_precision(module: nn.Module, precision: str) -> nn.Module:
 
 
 @contextmanager
-def _precision(module: nn.Module, precision: str) -> Iterator[None]:
+def stage_precision(module: nn.Module, precision: str) -> Iterator[None]:
+    """Run every super-resolution stage inside ``module`` in ``precision`` within the block.
+
+    The stages' own settings are restored on exit (e.g. fp32 attack gradients through a
+    defense that scores in bf16).
+    """
+    check_precision(precision)
     stages = [m for m in module.modules() if isinstance(m, PrecisionStage)]
     old = [m.precision for m in stages]
     for m in stages:
@@ -175,6 +181,9 @@ def _precision(module: nn.Module, precision: str) -> Iterator[None]:
     finally:
         for m, p in zip(stages, old, strict=True):
             m.precision = p
+
+
+_precision = stage_precision
 
 
 @dataclass(frozen=True)
@@ -220,6 +229,7 @@ def precision_fidelity(
     *,
     precision: str = "bf16",
     batch_size: int = 8,
+    context: Callable[[], AbstractContextManager[Any]] | None = None,
 ) -> PrecisionFidelity:
     """Compare a defense (and the defended classifier) in ``precision`` against fp32.
 
@@ -234,6 +244,8 @@ def precision_fidelity(
         classifier: if given, ``top1_agreement`` of ``classifier(defense(x))`` is measured.
         precision: ``"bf16"``, ``"fp16"`` or ``"auto"``.
         batch_size: images per forward.
+        context: a factory of a context entered around each of the two passes over a batch
+            (e.g. one that seeds a randomised defense's draws identically for both).
 
     Returns:
         A :class:`PrecisionFidelity`.
@@ -262,9 +274,9 @@ def precision_fidelity(
     try:
         for i in range(0, images.shape[0], batch_size):
             x = images[i : i + batch_size]
-            with _precision(defense, "fp32"):
+            with _precision(defense, "fp32"), (context or nullcontext)():
                 ref = defense(x).float()
-            with _precision(defense, precision):
+            with _precision(defense, precision), (context or nullcontext)():
                 low = defense(x).float()
             d = low - ref
             sq = d.square().flatten(1).mean(1)

@@ -135,6 +135,49 @@ class UpConv7(nn.Module):
             x = op(x, w, bias, [0, 0], [1, 1], [1, 1], 1, "leaky_relu", [0.1], "")
         return F.pixel_shuffle(op(x, k, b, [0, 0], [1, 1], [1, 1], 1, "none", [], ""), 2)
 
+    def _pad_nhwc(self, x: Tensor, dtype: torch.dtype) -> Tensor:
+        """``F.pad`` by 7 pixels written straight into an NHWC buffer of ``dtype`` (one copy, not two)."""
+        n, c, h, w = x.shape
+        p = UPCONV7_HALO
+        xp = torch.empty((n, c, h + 2 * p, w + 2 * p), dtype=dtype, memory_format=torch.channels_last)
+        xp[:, :, p : p + h, p : p + w].copy_(x)
+        if self.padding == "zeros":
+            xp[:, :, :p].zero_()
+            xp[:, :, p + h :].zero_()
+            xp[:, :, p : p + h, :p].zero_()
+            xp[:, :, p : p + h, p + w :].zero_()
+        else:  # replicate: the edge columns, then the edge rows (corners included)
+            mid = xp[:, :, p : p + h]
+            mid[..., :p].copy_(mid[..., p : p + 1].expand(-1, -1, -1, p))
+            mid[..., p + w :].copy_(mid[..., p + w - 1 : p + w].expand(-1, -1, -1, p))
+            xp[:, :, :p].copy_(xp[:, :, p : p + 1].expand(-1, -1, p, -1))
+            xp[:, :, p + h :].copy_(xp[:, :, p + h - 1 : p + h].expand(-1, -1, p, -1))
+        return xp
+
+    def _fused_forward(self, x: Tensor, dtype: torch.dtype) -> Tensor:
+        """The inference path of :meth:`forward`: NHWC from the padded input to the last convolution.
+
+        Profiled with ``torch.profiler`` (2-core AMD Zen 4, batch 4 at 224 and one 1024 x 768
+        tile): the seven fused convolutions are 98.5-98.9% of the time; the rest was three layout
+        copies (pad, NCHW -> NHWC, and the pixel shuffle plus NHWC -> NCHW). Here the input is
+        padded straight into the NHWC buffer and the pixel shuffle writes the NCHW output in the
+        same copy, so each end costs one pass. Equal to the plain path (pure copies).
+        """
+        xp = self._pad_nhwc(x, dtype)
+        op = torch.ops.mkldnn._convolution_pointwise
+        *body, (k, b) = self._fused_weights(dtype)
+        for w, bias in body:
+            xp = op(xp, w, bias, [0, 0], [1, 1], [1, 1], 1, "leaky_relu", [0.1], "")
+        y = op(xp, k, b, [0, 0], [1, 1], [1, 1], 1, "none", [], "")  # (N, 12, H, W), NHWC in memory
+        n, _, h, w = y.shape
+        # PixelShuffle(2): channel 4c + 2i + j goes to (c, 2h + i, 2w + j); one copy into NCHW
+        return (
+            y.permute(0, 2, 3, 1)
+            .reshape(n, h, w, 3, 2, 2)
+            .permute(0, 3, 1, 4, 2, 5)
+            .reshape(n, 3, 2 * h, 2 * w)
+        )
+
     def forward(self, x: Tensor) -> Tensor:
         """Pad by 7 pixels and upscale x2; see the class docstring."""
         if self.channel_order == "bgr":
@@ -143,6 +186,8 @@ class UpConv7(nn.Module):
         p = UPCONV7_HALO
         if x.shape[0] == 0:  # padding kernels reject empty batches
             y = x.new_zeros(0, 3, 2 * x.shape[2], 2 * x.shape[3])
+        elif (dtype := _fused_dtype(self, x)) is not None:
+            y = self._fused_forward(x, dtype)
         else:
             # NHWC is markedly faster for oneDNN / cuDNN convolutions; the result is NCHW again
             xp = F.pad(x, (p, p, p, p), mode=mode).contiguous(memory_format=torch.channels_last)
