@@ -75,9 +75,9 @@ class _Double(torch.nn.Module):
 
 def test_batched_scoring_of_draws_equals_one_pass_per_sample(monkeypatch) -> None:
     """The evaluation's batched scoring of a randomised defense gives the per-sample numbers."""
+    from _eval_helpers import TinyNet
     from srdefense.evaluation import evaluate, scoring
     from srdefense.purification.compose import Defended
-    from tests.test_evaluation import TinyNet
 
     g = torch.Generator().manual_seed(2)
     x = torch.rand(6, 3, 16, 16, generator=g, dtype=torch.float64)
