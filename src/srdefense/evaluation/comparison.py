@@ -6,8 +6,9 @@ the layout of the paper's tables (rows: defenses; columns: attacks) and the abla
 
 from __future__ import annotations
 
-from .report import Section, Table, _pct, column_title
+from .document import Section, Table
 from .results import Results
+from .tables import _pct, column_title
 
 #: Row order of the paper's comparison tables (Mustafa et al. 2020, Tables III-V): no defense,
 #: the competing input transformations, the interpolation baselines, then the proposed defense.
