@@ -1,4 +1,4 @@
-"""Experiment configuration: the dataclass, YAML loading, eps parsing and name validation.
+"""Experiment configuration: the dataclass, YAML loading and name validation (eps parsing: :mod:`.eps`).
 
 The command line is a thin shell over this module: ``srdefense evaluate`` and ``srdefense demo``
 both build an :class:`EvalConfig` and call :func:`run_config`.
@@ -6,13 +6,24 @@ both build an :class:`EvalConfig` and call :func:`run_config`.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ..attacks import list_attacks
+from ..models import list_classifiers
+from ..purification.registry import create_defense, list_defenses, parse_defense_spec
+
+# the budget parsing and the error live in leaf modules; importable from here as before
+from .eps import format_eps as format_eps
+from .eps import parse_eps as parse_eps
+from .eps import parse_eps_list
+from .errors import ConfigError
+from .presets import ABLATIONS
+from .restorers import expand_restorers
 from .threats import threat_model_names
 
 SETTINGS = tuple(threat_model_names())
@@ -32,58 +43,6 @@ DEMO_EOT_SAMPLES = 5
 """EOT draws per gradient for the demo's randomised defenses (the library default is 20)."""
 DEMO_EVAL_DRAWS = 5
 """Scoring draws for the demo's randomised defenses (the library default is 10)."""
-
-
-class ConfigError(ValueError):
-    """An invalid experiment configuration (unknown name, bad value); the message says why."""
-
-
-def parse_eps(value: str | float | int) -> float:
-    """Parse one perturbation budget: ``"4/255"``, ``"0.01"``, ``0.01`` or ``4`` (4 is not 4/255).
-
-    Raises:
-        ConfigError: if the value is not a finite non-negative number or fraction.
-    """
-    if isinstance(value, bool):
-        raise ConfigError(f"eps: expected a number such as 4/255 or 0.01, got {value!r}")
-    if isinstance(value, int | float):
-        out = float(value)
-    else:
-        text = str(value).strip()
-        try:
-            if "/" in text:
-                a, _, b = text.partition("/")
-                out = float(a) / float(b)
-            else:
-                out = float(text)
-        except (ValueError, ZeroDivisionError):
-            raise ConfigError(f"eps: expected a number such as 4/255 or 0.01, got {value!r}") from None
-    if not math.isfinite(out) or out < 0:
-        raise ConfigError(f"eps: expected a finite value >= 0, got {value!r}")
-    return out
-
-
-def parse_eps_list(value: str | float | Iterable[str | float] | None) -> list[float]:
-    """Parse a comma-separated string (``"2/255,4/255"``) or a list of budgets."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        items: list[Any] = [v for v in value.split(",") if v.strip()]
-    elif isinstance(value, int | float):
-        items = [value]
-    else:
-        items = list(value)
-    return [parse_eps(v) for v in items]
-
-
-def format_eps(eps: float | None) -> str:
-    """Readable budget: ``4/255`` when it is a whole number of 255ths, else ``%g``; ``-`` for None."""
-    if eps is None:
-        return "-"
-    k = eps * 255
-    if eps > 0 and abs(k - round(k)) < 1e-6:
-        return f"{round(k)}/255"
-    return f"{eps:g}"
 
 
 def split_names(value: str | Iterable[str] | None) -> list[str]:
@@ -320,8 +279,6 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     Raises:
         ConfigError: unreadable file, not a mapping, or unknown keys.
     """
-    import yaml
-
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -370,20 +327,14 @@ def resolve_defense_names(specs: Sequence[str]) -> list[str]:
     Raises:
         ConfigError: unknown defense name (the message lists the known ones).
     """
-    from ..purification.registry import create_defense, list_defenses, parse_defense_spec
-
     infos = list_defenses()
     known = [d.name for d in infos]
     out: list[str] = []
-    from .comparison import ABLATIONS
-
     for spec in specs:
         if spec == "ablations":
             out.extend(a for a in ABLATIONS if a not in out)
             continue
         if spec.split(":")[0] == "restorers":  # the restoration networks (evaluation/restorers.py)
-            from .restorers import expand_restorers
-
             try:
                 out.extend(s for s in expand_restorers(spec) if s not in out)
             except ValueError as exc:
@@ -413,8 +364,6 @@ def resolve_defense_names(specs: Sequence[str]) -> list[str]:
 
 def fast_defense_names() -> list[str]:
     """Registered defenses marked ``fast`` that build without arguments."""
-    from ..purification.registry import create_defense, list_defenses
-
     out = []
     for d in list_defenses():
         if not d.fast:
@@ -433,8 +382,6 @@ def check_attack_names(specs: Sequence[str]) -> None:
     Raises:
         ConfigError: unknown attack (the message lists the known ones).
     """
-    from ..purification.registry import parse_defense_spec
-
     known = attack_names()
     for spec in specs:
         name, _ = parse_defense_spec(spec)
@@ -444,15 +391,11 @@ def check_attack_names(specs: Sequence[str]) -> None:
 
 def attack_names() -> list[str]:
     """Names of the registered attacks."""
-    from ..attacks import list_attacks
-
     return [a if isinstance(a, str) else a.name for a in list_attacks()]
 
 
 def classifier_names() -> list[str]:
     """Names of the registered classifiers."""
-    from ..models import list_classifiers
-
     return [c if isinstance(c, str) else c.name for c in list_classifiers()]
 
 

@@ -22,8 +22,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import __version__
+from ..attacks import create_attack
 from ..purification.base import Purifier
-from .config import ConfigError, format_eps
+from ..purification.registry import create_defense, parse_defense_spec
+from .eps import format_eps
+from .errors import ConfigError
 from .threats import (
     AttackTarget,
     ThreatModel,
@@ -86,14 +90,10 @@ def build_attack_runs(attacks: Iterable[Any], eps: Sequence[float] | None = None
     Raises:
         ConfigError: unknown attack name (listing the known ones) or bad parameters.
     """
-    from ..purification.registry import parse_defense_spec
-
     eps_list = list(eps or [])
     runs: list[AttackRun] = []
     for item in attacks:
         if isinstance(item, str):
-            from ..attacks import create_attack
-
             name, params = parse_defense_spec(item)
             try:
                 if "eps" in params:
@@ -146,8 +146,6 @@ def build_defenses(defenses: Mapping[str, Purifier | str] | Iterable[Purifier | 
     Raises:
         ConfigError: unknown defense (listing the known ones) or bad parameters.
     """
-    from ..purification.registry import create_defense
-
     items: list[tuple[str, Purifier | str]]
     if isinstance(defenses, Mapping):
         items = list(defenses.items())
@@ -202,8 +200,6 @@ def classifier_fingerprint(model: nn.Module) -> dict[str, Any]:
 
 
 def _versions() -> dict[str, str]:
-    from .. import __version__
-
     return {
         "srdefense": __version__,
         "torch": torch.__version__,

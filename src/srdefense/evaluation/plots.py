@@ -5,12 +5,15 @@ from __future__ import annotations
 import io
 from typing import Any
 
+import numpy as np
+
 from .results import CLEAN, ROBUST, WORST, Results
 from .tables import column_title
 
 
 # ---------------------------------------------------------------------------- plots
 def _canvas(width: float, height: float) -> Any:
+    # lazy: matplotlib takes about half a second to import; only a figure needs it
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure as MplFigure
 
@@ -27,8 +30,6 @@ def _png(fig: Any) -> bytes:
 
 def plot_heatmap(results: Results) -> bytes | None:
     """Heatmap of accuracy (%) per defense (rows) and column (clean, attacks, worst cases)."""
-    import numpy as np
-
     keys = results.columns()
     defs = results.defenses
     if not keys or not defs:

@@ -1,6 +1,7 @@
 """The built-in report sections: each a function ``f(results) -> Section | None``.
 
-:data:`DEFAULT_SECTIONS` lists them in order; :func:`build_sections` runs them.
+:data:`DEFAULT_SECTIONS` lists them in order (with the comparison, ablation and restorer sections of
+:mod:`.comparison` and :mod:`.restorers`); :func:`build_sections` runs them.
 """
 
 from __future__ import annotations
@@ -8,10 +9,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from .config import format_eps
+from .comparison import section_ablation, section_paper_comparison
 from .document import Figure, Section, Table
+from .eps import format_eps
 from .metrics import PSNR_MAX_DB
 from .plots import plot_accuracy_vs_eps, plot_examples, plot_heatmap
+from .restorers import section_restorers
 from .results import ROBUST, WORST, Results
 from .tables import (
     SETTING_MEANINGS,
@@ -289,29 +292,6 @@ def section_config(results: Results) -> Section:
         text=["Everything needed to rerun is in results.json (config)."],
         tables=[Table(["item", "value"], rows, text_columns=(1,))],
     )
-
-
-def _comparison_sections() -> tuple[SectionFn, SectionFn]:
-    from .comparison import section_ablation, section_paper_comparison
-
-    return section_paper_comparison, section_ablation
-
-
-def section_paper_comparison(results: Results) -> Section | None:
-    """See :func:`srdefense.evaluation.comparison.section_paper_comparison`."""
-    return _comparison_sections()[0](results)
-
-
-def section_ablation(results: Results) -> Section | None:
-    """See :func:`srdefense.evaluation.comparison.section_ablation`."""
-    return _comparison_sections()[1](results)
-
-
-def section_restorers(results: Results) -> Section | None:
-    """See :func:`srdefense.evaluation.restorers.section_restorers`."""
-    from .restorers import section_restorers as restorers
-
-    return restorers(results)
 
 
 DEFAULT_SECTIONS: tuple[SectionFn, ...] = (

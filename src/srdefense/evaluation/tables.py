@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .config import format_eps
 from .document import Section, Table
+from .eps import format_eps
 from .results import ADAPTIVE, CLEAN, ROBUST, WORST, Results
 
 SectionFn = Callable[[Results], "Section | None"]
