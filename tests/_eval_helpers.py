@@ -1,6 +1,7 @@
 """Stand-ins shared by the evaluation tests: a tiny classifier, a counting FGSM, purifiers, fixtures.
 
-A test module gets the fixtures by importing them: ``from _eval_helpers import data, model``.
+A test module uses the module-scoped fixtures by binding them to its own names
+(``model = _eval_helpers.model``; an imported name that a test's argument shadows trips ruff's F811).
 """
 
 from __future__ import annotations
