@@ -10,12 +10,12 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from _eval_helpers import TinyNet  # the evaluation tests' stand-in classifier
 from srdefense.attacks import create_attack
 from srdefense.evaluation import ConfigError, evaluate
 from srdefense.evaluation.threats import create_threat_model, list_threat_models, with_stand_ins
 from srdefense.purification import BPDA, Compose, Identity, Lambda, Purifier
 from srdefense.purification.compose import Defended
-from test_evaluation import TinyNet  # the evaluation tests' stand-in classifier
 
 SIZE = 16
 

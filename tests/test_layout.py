@@ -20,15 +20,13 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = "srdefense"
 
 #: Subpackages whose modules may still sit on an import cycle. The command line imports
-#: everything and is imported by nothing; evaluation/ is being reworked elsewhere.
-CYCLES_ALLOWED_IN = ("srdefense.cli", "srdefense.evaluation")
+#: everything and is imported by nothing.
+CYCLES_ALLOWED_IN = ("srdefense.cli",)
 
 #: Longest source file allowed, in lines.
 MAX_LINES = 600
 #: Files not yet split (each its current length, so that it may only shrink).
-LONG_FILES_ALLOWED = {
-    "srdefense/evaluation/report.py": 820,
-}
+LONG_FILES_ALLOWED: dict[str, int] = {}
 
 
 def _modules() -> dict[str, Path]:

@@ -75,8 +75,7 @@ class _Double(torch.nn.Module):
 
 def test_batched_scoring_of_draws_equals_one_pass_per_sample(monkeypatch) -> None:
     """The evaluation's batched scoring of a randomised defense gives the per-sample numbers."""
-    from tests.test_evaluation import TinyNet
-
+    from _eval_helpers import TinyNet
     from srdefense.evaluation import evaluate, scoring
     from srdefense.purification.compose import Defended
 

@@ -13,12 +13,12 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from _eval_helpers import TinyNet  # the evaluation tests' stand-in classifier
 from srdefense.attacks import create_attack
 from srdefense.evaluation import ConfigError, EmptyEvaluationError, build_config, evaluate, load_config_file
 from srdefense.evaluation.records import DuplicateSampleError, load_records
 from srdefense.evaluation.results import summarize
 from srdefense.purification import Identity, Lambda
-from test_evaluation import TinyNet  # the evaluation tests' stand-in classifier
 
 SIZE = 12
 

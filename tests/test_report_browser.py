@@ -17,10 +17,10 @@ import pytest
 import torch
 from torch import nn
 
+from _eval_helpers import CountingFGSM as FGSM
+from _eval_helpers import TinyNet
 from srdefense.evaluation import evaluate
 from srdefense.purification import Identity, Lambda
-from test_evaluation import CountingFGSM as FGSM
-from test_evaluation import TinyNet
 
 pytestmark = pytest.mark.browser
 

@@ -29,9 +29,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..attacks import create_attack
 from ..purification.base import NoGradientError
 from .plan import AttackRun, Plan, _seed_of
 from .records import SampleRecord
+from .scoring import score, seeded
 from .stats import wilson_interval
 
 CARD_SAMPLES = 8
@@ -63,8 +65,6 @@ def _adaptive_settings(plan: Plan) -> list[str]:
 def _strict_accuracy(
     plan: Plan, defense: str, scorer: nn.Module, x: Tensor, y: Tensor, ids: list[str], kind: str
 ) -> float:
-    from .scoring import score
-
     preds, _ = score(plan, defense, scorer, x, ids, kind)
     ok = [all(p == int(t) for p in ps) for ps, t in zip(preds, y.tolist(), strict=True)]
     return sum(ok) / len(ok) if ok else float("nan")
@@ -78,9 +78,6 @@ def card_batch_checks(
     ids: list[str],
 ) -> CardInputs:
     """The card's measurements on (a part of) the first batch."""
-    from ..attacks import create_attack
-    from .scoring import seeded
-
     m = min(CARD_SAMPLES, x.shape[0])
     xs, ys, sids = x[:m], y[:m], ids[:m]
     out = CardInputs(n=m)

@@ -7,13 +7,12 @@ the layout of the paper's tables (rows: defenses; columns: attacks) and the abla
 from __future__ import annotations
 
 from ..purification.presets import ABLATIONS, PAPER_ORDER
-from .report import Section, Table, _pct, column_title
+from .document import Section, Table
 from .results import Results
+from .tables import _pct, attack_columns, column_title
 
 
 def _attack_keys(results: Results) -> list[str]:
-    from .report import attack_columns
-
     return attack_columns(results)
 
 

@@ -1,4 +1,4 @@
-"""Experiment configuration: the dataclass, YAML loading, eps parsing and name validation.
+"""Experiment configuration: the dataclass, YAML loading and name validation (eps parsing: :mod:`.eps`).
 
 The command line is a thin shell over this module: ``srdefense evaluate`` and ``srdefense demo``
 both build an :class:`EvalConfig` and call :func:`run_config`.
@@ -10,11 +10,21 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .._eps import format_eps  # noqa: F401  (re-exported: reports and plans import it from here)
-from .._eps import parse_eps as _parse_eps
+from ..attacks import list_attacks
+from ..models import list_classifiers
 from ..purification.compose import RESOLUTIONS, resolution_policy
+from ..purification.presets import ABLATIONS
+from ..purification.registry import create_defense, list_defenses, parse_defense_spec
+
+# the budget parsing and the error live in leaf modules; importable from here as before
+from .eps import format_eps as format_eps
+from .eps import parse_eps as parse_eps
+from .eps import parse_eps_list
+from .errors import ConfigError
+from .restorers import expand_restorers
 from .threats import threat_model_names
 
 SETTINGS = tuple(threat_model_names())
@@ -34,32 +44,6 @@ DEMO_EOT_SAMPLES = 5
 """EOT draws per gradient for the demo's randomised defenses (the library default is 20)."""
 DEMO_EVAL_DRAWS = 5
 """Scoring draws for the demo's randomised defenses (the library default is 10)."""
-
-
-class ConfigError(ValueError):
-    """An invalid experiment configuration (unknown name, bad value); the message says why."""
-
-
-def parse_eps(value: str | float | int) -> float:
-    """Parse one perturbation budget: ``"4/255"``, ``"0.01"``, ``0.01`` or ``4`` (4 is not 4/255).
-
-    Raises:
-        ConfigError: if the value is not a finite non-negative number or fraction.
-    """
-    return _parse_eps(value, ConfigError)
-
-
-def parse_eps_list(value: str | float | Iterable[str | float] | None) -> list[float]:
-    """Parse a comma-separated string (``"2/255,4/255"``) or a list of budgets."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        items: list[Any] = [v for v in value.split(",") if v.strip()]
-    elif isinstance(value, int | float):
-        items = [value]
-    else:
-        items = list(value)
-    return [parse_eps(v) for v in items]
 
 
 def split_names(value: str | Iterable[str] | None) -> list[str]:
@@ -314,8 +298,6 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     Raises:
         ConfigError: unreadable file, not a mapping, or unknown keys.
     """
-    import yaml
-
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -364,20 +346,14 @@ def resolve_defense_names(specs: Sequence[str]) -> list[str]:
     Raises:
         ConfigError: unknown defense name (the message lists the known ones).
     """
-    from ..purification.registry import create_defense, list_defenses, parse_defense_spec
-
     infos = list_defenses()
     known = [d.name for d in infos]
     out: list[str] = []
-    from ..purification.presets import ABLATIONS
-
     for spec in specs:
         if spec == "ablations":
             out.extend(a for a in ABLATIONS if a not in out)
             continue
         if spec.split(":")[0] == "restorers":  # the restoration networks (evaluation/restorers.py)
-            from .restorers import expand_restorers
-
             try:
                 out.extend(s for s in expand_restorers(spec) if s not in out)
             except ValueError as exc:
@@ -407,8 +383,6 @@ def resolve_defense_names(specs: Sequence[str]) -> list[str]:
 
 def fast_defense_names() -> list[str]:
     """Registered defenses marked ``fast`` that build without arguments."""
-    from ..purification.registry import create_defense, list_defenses
-
     out = []
     for d in list_defenses():
         if not d.fast:
@@ -427,8 +401,6 @@ def check_attack_names(specs: Sequence[str]) -> None:
     Raises:
         ConfigError: unknown attack (the message lists the known ones).
     """
-    from ..purification.registry import parse_defense_spec
-
     known = attack_names()
     for spec in specs:
         name, _ = parse_defense_spec(spec)
@@ -438,15 +410,11 @@ def check_attack_names(specs: Sequence[str]) -> None:
 
 def attack_names() -> list[str]:
     """Names of the registered attacks."""
-    from ..attacks import list_attacks
-
     return [a.name for a in list_attacks()]
 
 
 def classifier_names() -> list[str]:
     """Names of the registered classifiers."""
-    from ..models import list_classifiers
-
     return [c.name for c in list_classifiers()]
 
 

@@ -18,8 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 
-from .config import ConfigError
+from .errors import ConfigError
 
 __all__ = ["Shard", "barrier", "init_process_group", "resolve_shard_device", "shard_from_env"]
 
@@ -108,8 +109,6 @@ def init_process_group(shard: Shard, device: torch.device) -> bool:
     Returns:
         Whether this call created the group (then :func:`destroy_process_group` ends it).
     """
-    import torch.distributed as dist
-
     if not shard.group or dist.is_initialized():
         return False
     timeout = datetime.timedelta(seconds=float(os.environ.get("SRDEFENSE_DIST_TIMEOUT", DEFAULT_TIMEOUT_S)))
@@ -123,8 +122,6 @@ def init_process_group(shard: Shard, device: torch.device) -> bool:
 
 def barrier(shard: Shard, device: torch.device) -> None:
     """Wait for every rank (nothing to wait for without a process group)."""
-    import torch.distributed as dist
-
     if not shard.group or not dist.is_initialized():
         return
     if dist.get_backend() == "nccl" and device.type == "cuda":
@@ -135,7 +132,5 @@ def barrier(shard: Shard, device: torch.device) -> None:
 
 def destroy_process_group() -> None:
     """Leave the process group."""
-    import torch.distributed as dist
-
     if dist.is_initialized():
         dist.destroy_process_group()

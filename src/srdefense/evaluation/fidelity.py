@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from ..purification.precision import precision_fidelity, resolve_precision
 from ..purification.superres import SuperResolve
+from .document import Section, Table
 from .plan import Plan, _seed_of
 from .scoring import Attacker, seeded
 
@@ -104,14 +105,12 @@ def _db(v: Any) -> str:
     return "identical" if v is None else f"{v:.1f}"
 
 
-def section_precision(results: Any) -> Any:
+def section_precision(results: Any) -> Section | None:
     """The report section of a run's precision fidelity (``None`` for an fp32 run).
 
     Returns:
         A :class:`~srdefense.evaluation.report.Section` with one row per defense, or ``None``.
     """
-    from .report import Section, Table
-
     block = results.config.get("precision_fidelity")
     if not block or not block.get("defenses"):
         return None

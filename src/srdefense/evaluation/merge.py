@@ -16,10 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from .card import CardInputs, report_card
-from .config import ConfigError
+from .errors import ConfigError
+from .examples import load_examples
 from .records import SampleRecord, load_records
-from .results import Results, record_warnings, summarize
+from .report import write_report
+from .results import Results, attacks_of, record_warnings, settings_of, summarize
 from .shards import ShardState, card_from_json, read_run_file, records_name, shard_files
+from .threats import create_threat_model
 
 __all__ = ["EmptyEvaluationError", "MergeError", "build_results", "merge_run"]
 
@@ -41,8 +44,6 @@ class RunView:
     """What the report card needs of a :class:`~srdefense.evaluation.plan.Plan`, read off ``config``."""
 
     def __init__(self, config: dict[str, Any]) -> None:
-        from .results import attacks_of, settings_of
-
         self.config = config
         self.settings = settings_of(config)
         self.defenses = {d["name"]: None for d in config["defenses"]}
@@ -50,8 +51,6 @@ class RunView:
 
     def adaptive(self, setting: str) -> bool:
         """Whether the attacker knows the defense in ``setting``."""
-        from .threats import create_threat_model
-
         return bool(create_threat_model(setting).adaptive)
 
 
@@ -224,8 +223,6 @@ def merge_run(
     warnings = list(first.get("warnings", [])) + [w for s in current for w in s.warnings]
     data_warnings = [{"check": "data", "message": m} for _, m in sorted(skipped.items())]
     if examples is None:
-        from .examples import load_examples
-
         examples = load_examples(d)
     results = build_results(
         config,
@@ -238,7 +235,5 @@ def merge_run(
     )
     results.save(d)
     if report:
-        from .report import write_report
-
         write_report(results, d)
     return results

@@ -22,9 +22,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import __version__
+from .._spec import parse_spec
+from ..attacks import create_attack
 from ..purification.base import Purifier
 from ..purification.precision import PRECISIONS, set_precision
-from .config import ConfigError, format_eps
+from ..purification.registry import create_defense
+from .eps import format_eps
+from .errors import ConfigError
 from .threats import (
     AttackTarget,
     ThreatModel,
@@ -87,14 +92,10 @@ def build_attack_runs(attacks: Iterable[Any], eps: Sequence[float] | None = None
     Raises:
         ConfigError: unknown attack name (listing the known ones) or bad parameters.
     """
-    from .._spec import parse_spec
-
     eps_list = list(eps or [])
     runs: list[AttackRun] = []
     for item in attacks:
         if isinstance(item, str):
-            from ..attacks import create_attack
-
             name, params = parse_spec(item, "attack")
             try:
                 if "eps" in params:
@@ -147,8 +148,6 @@ def build_defenses(defenses: Mapping[str, Purifier | str] | Iterable[Purifier | 
     Raises:
         ConfigError: unknown defense (listing the known ones) or bad parameters.
     """
-    from ..purification.registry import create_defense
-
     items: list[tuple[str, Purifier | str]]
     if isinstance(defenses, Mapping):
         items = list(defenses.items())
@@ -203,8 +202,6 @@ def classifier_fingerprint(model: nn.Module) -> dict[str, Any]:
 
 
 def _versions() -> dict[str, str]:
-    from .. import __version__
-
     return {
         "srdefense": __version__,
         "torch": torch.__version__,

@@ -28,11 +28,22 @@ Group spec (keys may repeat; a file path must not contain ``:`` or ``,``)::
 from __future__ import annotations
 
 import functools
+import io
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ..data.samples import embedded_samples
+from ..purification.registry import create_defense, parse_defense_spec
+from .document import Figure, Section, Table
+from .metrics import psnr
 
 GROUP = "restorers"
 """The group name accepted by ``--defense``."""
@@ -140,12 +151,6 @@ def sample_crops(size: int = 192, n: int | None = None) -> Any:
     Raises:
         srdefense.data.samples.SamplesNotFoundError: the photos are not installed.
     """
-    import numpy as np
-    import torch
-    from PIL import Image
-
-    from ..data.samples import embedded_samples
-
     crops = []
     for path, _ in embedded_samples()[:n]:
         with Image.open(path) as im:
@@ -173,12 +178,6 @@ def restoration_psnr(defense: Any, hr: Any, *, batch_size: int = 10) -> float:
     Returns:
         The mean PSNR over the images.
     """
-    import torch
-    import torch.nn.functional as F
-
-    from ..purification.registry import create_defense
-    from .metrics import psnr
-
     if isinstance(defense, str):
         defense = create_defense(defense)
     s = int(getattr(defense, "scale", 1))
@@ -240,8 +239,6 @@ class RestorersReport:
 
 
 def _label_for(defense: str) -> tuple[str, str]:
-    from ..purification.registry import parse_defense_spec
-
     try:
         name, params = parse_defense_spec(defense)
     except ValueError:
@@ -266,8 +263,6 @@ def _label_for(defense: str) -> tuple[str, str]:
 
 
 def _network_of(defense: str) -> str:
-    from ..purification.registry import parse_defense_spec
-
     name, params = parse_defense_spec(defense)
     params = {k: v for k, v in params.items() if k not in _NOT_NETWORK}
     params.setdefault("sr_model", name if name in ("nearest", "bicubic") else "upconv7")
@@ -338,8 +333,7 @@ def _plot(rows: list[dict[str, Any]], attacked_title: str) -> bytes | None:
     pts = [r for r in rows if r["psnr"] is not None and r["attacked"] is not None]
     if len(pts) < 2:
         return None
-    import io
-
+    # lazy: matplotlib takes about half a second to import; only a figure needs it
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure as MplFigure
 
@@ -391,8 +385,6 @@ def restorers_report(
     Returns:
         The report, or ``None`` with fewer than two networks.
     """
-    from .report import Table
-
     acc = {(r["defense"], r.get("column", r["key"])): r["accuracy"] for r in summary}
     fid = {q["defense"]: q.get("psnr") for q in quality}
     key = _attacked_key([r for r in summary if r["defense"] in defenses])
@@ -464,8 +456,6 @@ def section_restorers(results: Any, psnr: Mapping[str, float | None] | None = No
         psnr: restoration PSNR per defense; default: measured on the bundled photos
             (:func:`measure_restoration_psnr`, a few seconds per network on a CPU).
     """
-    from .report import Figure, Section
-
     members = [d for d in results.defenses if _label_for(d)[1] != "other"]
     learned = {_network_of(d) for d in members if _label_for(d)[1] != "control"}
     if len(learned) < 2:  # one network (e.g. the demo's paper + sr): nothing to compare

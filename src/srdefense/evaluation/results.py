@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._eps import format_eps
+from .eps import format_eps
+from .examples import load_examples
 from .io import atomic_write_json
 from .records import SampleRecord, check_unique
+from .shards import load_run_records
 from .stats import wilson_interval
 
 RESULTS_FORMAT = "srdefense.results/2"
@@ -397,8 +399,6 @@ class Results:
     @classmethod
     def load(cls, out: str | Path) -> Results:
         """Read a run folder (``results.json``, the record logs and the example images)."""
-        from .examples import load_examples
-
         d = Path(out)
         data = json.loads((d / "results.json").read_text(encoding="utf-8"))
         if data.get("format") != RESULTS_FORMAT:
@@ -406,8 +406,6 @@ class Results:
                 f"{d / 'results.json'}: expected format {RESULTS_FORMAT}, got {data.get('format')!r}"
             )
         run_id = data["config"].get("run_id")
-        from .shards import load_run_records
-
         records = load_run_records(d, str(run_id))  # samples.jsonl, or every rank's shard
         return cls(
             config=data["config"],

@@ -27,10 +27,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..models import create_classifier
+from ..models.imagenet import imagenet_classes
 from ..purification.base import Purifier
 from .cache import AdversarialCache
+from .card import CardInputs, card_batch_checks
 from .checks import check_classifier
-from .config import ConfigError
 from .distributed import (
     Shard,
     barrier,
@@ -39,6 +41,7 @@ from .distributed import (
     resolve_shard_device,
     shard_from_env,
 )
+from .errors import ConfigError
 from .examples import make_examples, save_examples
 from .loader import Batch, data_ids, data_size, first_batch, iter_stream, iter_windows
 from .merge import EmptyEvaluationError, build_results, merge_run
@@ -262,8 +265,6 @@ def _evaluate(
 ) -> Results:
     dev = device
     if isinstance(classifier, str):
-        from ..models import create_classifier
-
         try:
             classifier = create_classifier(classifier, device=dev)
         except KeyError as exc:
@@ -318,8 +319,6 @@ def run_plan(
     Other ranks wait for that merge and return the merged results; without a process group
     (ranks run one after another) they return the results of their own share.
     """
-    from .card import CardInputs, card_batch_checks
-
     shard = shard or Shard()
     if shard.world > 1 and out is None:
         raise ConfigError("a sharded evaluation (world size > 1) needs an output folder (out)")
@@ -447,8 +446,6 @@ def _default_class_names(classifier: nn.Module) -> list[str] | None:
     ):
         return None
     try:
-        from ..models.imagenet import imagenet_classes
-
         return list(imagenet_classes())
     except Exception:  # noqa: BLE001 - names are cosmetic
         return None

@@ -6,6 +6,8 @@ from typing import Any
 
 import torch
 
+from ..data import load_dataset
+from ..models import create_classifier
 from .config import (
     ConfigError,
     EvalConfig,
@@ -53,9 +55,6 @@ def run_config(cfg: EvalConfig, progress: ProgressCallback | None = None, *, rep
     Raises:
         ConfigError: unknown names or bad values.
     """
-    from ..data import load_dataset
-    from ..models import create_classifier
-
     cfg = validate_names(cfg)
     device = torch.device(cfg.device)
     try:

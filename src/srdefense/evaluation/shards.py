@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from .card import CardInputs
-from .config import ConfigError
 from .distributed import Shard
+from .errors import ConfigError
 from .io import JsonlWriter, atomic_write_json, atomic_write_text, jsonl_line
 from .records import LoadedRecords, SampleRecord, load_records
 

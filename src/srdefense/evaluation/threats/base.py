@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..._registry import Registry
+from ...attacks.base import EOT
 from ...purification.base import BPDA, Identity, Purifier
 from ...purification.compose import Compose, Defended, ResolutionPolicy
 
@@ -164,8 +165,6 @@ def defended(
     purifier: Purifier, classifier: nn.Module, resolution: ResolutionPolicy, eot_samples: int
 ) -> tuple[nn.Module, nn.Module, int]:
     """``(attacked module, scorer, eot)``: ``Defended``, EOT-wrapped when randomised and ``eot > 1``."""
-    from ...attacks.base import EOT
-
     scorer = Defended(purifier, classifier, resolution)
     n = eot_samples if purifier.randomized else 1
     module: nn.Module = EOT(scorer, n) if n > 1 else scorer
