@@ -221,8 +221,9 @@ def create_classifier(
             net = entry.build(cfg, None)
         else:
             # the builder sees the user file and its pin (None: unpinned) in cfg
-            user = {"weights_package": None, "weights_file": str(weights), "sha256": weights_sha256}
-            cfg = dataclasses.replace(cfg, **user)
+            cfg = dataclasses.replace(
+                cfg, weights_package=None, weights_file=str(weights), sha256=weights_sha256
+            )
             if weights_sha256 is not None:
                 verify_sha256(weights, weights_sha256)  # also for builders that ignore cfg.sha256
             net = entry.build(cfg, Path(weights))
