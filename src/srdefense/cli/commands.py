@@ -461,7 +461,7 @@ def list_(
             a = create_attack(attack_info.name)
             rows.append(
                 {
-                    "name": info.name,
+                    "name": attack_info.name,
                     "norm": a.norm,
                     "distance": a.distance,
                     "default_eps": a.eps,

@@ -24,6 +24,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -104,7 +105,10 @@ def get_classifier_cfg(name: str) -> ClassifierCfg:
     return CLASSIFIERS.get(name).cfg
 
 
-def _finish(model: nn.Module, device: torch.device | str | None) -> nn.Module:
+_M = TypeVar("_M", bound=nn.Module)
+
+
+def _finish(model: _M, device: torch.device | str | None) -> _M:
     model.eval()
     if device is not None:
         model.to(device)
@@ -170,7 +174,7 @@ def wrap_classifier(
         label_set=label_set,
         max_input="depends on the architecture",
     )
-    return _finish(NormalizedClassifier(model, cfg), device)  # type: ignore[return-value]
+    return _finish(NormalizedClassifier(model, cfg), device)
 
 
 def create_classifier(
