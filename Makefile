@@ -48,6 +48,7 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(PY) -m mypy
 	$(PY) -m pytest -q
 
 # The suite again under other CPU kernels: generic ATen kernels and oneDNN limited to AVX2, so

@@ -126,9 +126,9 @@ def mark_weights(module: nn.Module, path: str | Path, sha256: str, pinned: str |
     Returns:
         ``module``, with attributes ``weights_file``, ``weights_sha256`` and ``weights_pinned``.
     """
-    module.weights_file = str(path)
-    module.weights_sha256 = sha256
-    module.weights_pinned = pinned
+    # setattr: torch types Module.__setattr__ for tensors and modules only
+    for name, value in (("weights_file", str(path)), ("weights_sha256", sha256), ("weights_pinned", pinned)):
+        setattr(module, name, value)
     return module
 
 

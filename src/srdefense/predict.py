@@ -137,6 +137,7 @@ def classify(
     """
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ValueError(f"top_k: expected an integer >= 1, got {top_k!r}")
+    model: nn.Module
     if isinstance(classifier, str):
         model = create_classifier(
             classifier, weights=classifier_weights, weights_sha256=classifier_weights_sha256

@@ -7,8 +7,9 @@ attack module, so every attack is registered once :mod:`srdefense.attacks` is im
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from .._registry import Registry
 from .base import Attack
@@ -37,7 +38,7 @@ class AttackInfo:
     @property
     def capabilities(self) -> dict[str, Any]:
         """What the default configuration does: its norm, default eps, targeted variant."""
-        a = self.cls()
+        a = cast(Callable[[], Attack], self.cls)()  # every registered attack has defaults for all arguments
         return {
             "norm": a.distance,
             "default_eps": a.eps,

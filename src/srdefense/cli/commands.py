@@ -62,7 +62,7 @@ def build_defense(
         overrides: dict[str, Any] = {}
         if info is not None:
             accepted = inspect.signature(info.factory).parameters
-            wanted = {"sr_model": sr, "sr_weights": str(sr_weights) if sr_weights else None}
+            wanted: dict[str, Any] = {"sr_model": sr, "sr_weights": str(sr_weights) if sr_weights else None}
             wanted["sr_weights_sha256"] = sr_weights_sha256
             wanted["tile_size"] = tile_size
             wanted["precision"] = precision if precision != "fp32" else None
@@ -389,6 +389,7 @@ def list_(
     from ._tables import Column, print_table
 
     tables: dict[str, tuple[str, list[Column], list[dict[str, Any]]]] = {}
+    rows: list[dict[str, Any]]
     if what in ("all", "classifiers"):
         from ..models import list_classifiers
 
@@ -456,16 +457,16 @@ def list_(
         from ..attacks import create_attack, list_attacks
 
         rows = []
-        for info in list_attacks():
-            a = create_attack(info.name)
+        for attack_info in list_attacks():
+            a = create_attack(attack_info.name)
             rows.append(
                 {
-                    "name": info.name,
+                    "name": attack_info.name,
                     "norm": a.norm,
                     "distance": a.distance,
                     "default_eps": a.eps,
-                    "description": info.description,
-                    "reference": info.reference,
+                    "description": attack_info.description,
+                    "reference": attack_info.reference,
                 }
             )
         cols = [Column("name", key=True), Column("norm", key=True), Column("default eps", key=True)]

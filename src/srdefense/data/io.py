@@ -192,6 +192,7 @@ def decode_image(
 
 def _decode(source: Any, path: str | Path, max_pixels: int | None) -> Tensor:
     """Decode an open binary file; every exception Pillow raises on it becomes :class:`ImageReadError`."""
+    im: Image.Image  # an ImageFile when opened, a plain Image once transposed
     try:
         with warnings.catch_warnings():
             # the explicit max_pixels check below replaces Pillow's warning

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -192,7 +192,8 @@ def iter_windows(
         batch_size=None,
         shuffle=False,
         num_workers=max(0, workers),
-        collate_fn=_identity,
+        # batch_size=None: the loader passes single items, not the lists its stub types collate_fn for
+        collate_fn=cast(Callable[[list[Any]], Any], _identity),
         pin_memory=pin_memory,
         # the loader's own seed draw must not advance the global generator
         generator=torch.Generator().manual_seed(0),

@@ -323,9 +323,9 @@ def build_plan(
     for name, v in (("batch_size", batch_size), ("eot_samples", eot_samples), ("eval_draws", eval_draws)):
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
             raise ConfigError(f"{name}: expected an integer >= 1, got {v!r}")
-    for name, v in (("precision", precision), ("attack_precision", attack_precision)):
-        if v not in PRECISIONS:
-            raise ConfigError(f"{name}: expected one of {', '.join(PRECISIONS)}, got {v!r}")
+    for name, choice in (("precision", precision), ("attack_precision", attack_precision)):
+        if choice not in PRECISIONS:
+            raise ConfigError(f"{name}: expected one of {', '.join(PRECISIONS)}, got {choice!r}")
     dev = torch.device(device)
     classifier = classifier.to(dev)
     purifiers = {k: set_precision(p.to(dev), precision) for k, p in build_defenses(defenses).items()}

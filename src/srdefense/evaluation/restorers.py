@@ -152,6 +152,7 @@ def sample_crops(size: int = 192, n: int | None = None) -> Any:
         srdefense.data.samples.SamplesNotFoundError: the photos are not installed.
     """
     crops = []
+    im: Image.Image  # an ImageFile when opened, a plain Image once converted
     for path, _ in embedded_samples()[:n]:
         with Image.open(path) as im:
             im = im.convert("RGB")
@@ -390,7 +391,7 @@ def restorers_report(
     key = _attacked_key([r for r in summary if r["defense"] in defenses])
     if key is None or len(defenses) < 2:
         return None
-    rows = []
+    rows: list[dict[str, Any]] = []
     for d in defenses:
         network, kind = _label_for(d)
         rows.append(

@@ -224,7 +224,7 @@ def worst_case_groups(attacks: list[dict[str, Any]]) -> list[tuple[float | None,
 
 def record_warnings(config: dict[str, Any], records: list[SampleRecord]) -> list[dict[str, str]]:
     """Warnings that follow from the records (budget violations, attacks that changed nothing)."""
-    out = []
+    out: list[dict[str, str]] = []
     if not records:
         return out
     for s in settings_of(config):

@@ -339,7 +339,7 @@ def run_plan(
     attacker = Attacker(plan, cache, timing)
     n_units = sum(len(plan.runs[s]) * (len(plan.defenses) if plan.adaptive(s) else 1) for s in plan.settings)
     mine = shard.windows(n_windows) if n_windows is not None else None
-    ev_common = {
+    ev_common: dict[str, Any] = {
         "n_batches": len(mine) if mine is not None else None,
         "total": total,
         "n_attacks": n_units,

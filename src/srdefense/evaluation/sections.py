@@ -88,7 +88,7 @@ def section_clean(results: Results) -> Section:
     return Section(
         "Clean accuracy",
         text=["Accuracy of the classifier behind each defense on the unperturbed images."],
-        tables=[Table(["defense", "n", "accuracy (%)", "95% CI"], rows, shade=shade)],  # type: ignore[arg-type]
+        tables=[Table(["defense", "n", "accuracy (%)", "95% CI"], rows, shade=shade)],
     )
 
 
@@ -181,7 +181,7 @@ def section_card(results: Results) -> Section | None:
     ]
     table = Table(
         ["defense", "check", "status", "finding", "what to try next"], rows, shade=shade, text_columns=(3, 4)
-    )  # type: ignore[arg-type]
+    )
     return Section("Report card: gradient masking", text=text, tables=[table])
 
 

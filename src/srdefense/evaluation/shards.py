@@ -61,7 +61,7 @@ class ShardFile:
 
 def shard_files(run_dir: str | Path) -> list[ShardFile]:
     """The record logs of a run folder, ordered by world size, then rank."""
-    out = []
+    out: list[ShardFile] = []
     d = Path(run_dir)
     if not d.is_dir():
         return out

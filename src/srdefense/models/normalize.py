@@ -27,7 +27,7 @@ def _triple(values: Sequence[float] | float, name: str) -> tuple[float, float, f
         vals = vals * 3
     if len(vals) != 3:
         raise ValueError(f"{name}: expected 1 or 3 values (one per RGB channel), got {len(vals)}")
-    return vals  # type: ignore[return-value]
+    return vals[0], vals[1], vals[2]
 
 
 def normalize(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
@@ -55,6 +55,9 @@ class Normalize(nn.Module):
         - Input: (N, 3, H, W)
         - Output: (N, 3, H, W)
     """
+
+    mean: Tensor
+    std: Tensor
 
     def __init__(self, mean: Sequence[float] | float, std: Sequence[float] | float) -> None:
         super().__init__()
@@ -108,7 +111,8 @@ class NormalizedClassifier(nn.Module):
         self.cfg = cfg
         self.normalize = Normalize(cfg.mean, cfg.std)
         self.channels_last = channels_last
-        self.model = model.to(memory_format=torch.channels_last) if channels_last else model
+        # torch's stub of Module.to omits memory_format, which Module.to accepts
+        self.model = model.to(memory_format=torch.channels_last) if channels_last else model  # type: ignore[call-overload]
 
     def _net(self, x: Tensor) -> Tensor:
         if self.channels_last:

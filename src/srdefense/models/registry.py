@@ -24,6 +24,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -104,7 +105,10 @@ def get_classifier_cfg(name: str) -> ClassifierCfg:
     return CLASSIFIERS.get(name).cfg
 
 
-def _finish(model: nn.Module, device: torch.device | str | None) -> nn.Module:
+_M = TypeVar("_M", bound=nn.Module)
+
+
+def _finish(model: _M, device: torch.device | str | None) -> _M:
     model.eval()
     if device is not None:
         model.to(device)
@@ -170,7 +174,7 @@ def wrap_classifier(
         label_set=label_set,
         max_input="depends on the architecture",
     )
-    return _finish(NormalizedClassifier(model, cfg), device)  # type: ignore[return-value]
+    return _finish(NormalizedClassifier(model, cfg), device)
 
 
 def create_classifier(
@@ -221,8 +225,9 @@ def create_classifier(
             net = entry.build(cfg, None)
         else:
             # the builder sees the user file and its pin (None: unpinned) in cfg
-            user = {"weights_package": None, "weights_file": str(weights), "sha256": weights_sha256}
-            cfg = dataclasses.replace(cfg, **user)
+            cfg = dataclasses.replace(
+                cfg, weights_package=None, weights_file=str(weights), sha256=weights_sha256
+            )
             if weights_sha256 is not None:
                 verify_sha256(weights, weights_sha256)  # also for builders that ignore cfg.sha256
             net = entry.build(cfg, Path(weights))

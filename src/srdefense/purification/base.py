@@ -28,12 +28,12 @@ class NoGradientError(RuntimeError):
 
 class _RaiseInBackward(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, x: Tensor, y: Tensor, name: str) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: Tensor, y: Tensor, name: str) -> Tensor:
         ctx.stage_name = name
         return y.clone()
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[None, None, None]:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[None, None, None]:
         raise NoGradientError(
             f"purifier stage {ctx.stage_name!r} has no true gradient; wrap it in "
             f"srdefense.BPDA(...) to attack it with its backward stand-in (BPDA), "
@@ -45,11 +45,11 @@ class _StraightThrough(torch.autograd.Function):
     """Forward: the exact output ``y``; backward: the gradient of ``surrogate_out`` wrt ``x``."""
 
     @staticmethod
-    def forward(ctx: Any, y: Tensor, surrogate_out: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, y: Tensor, surrogate_out: Tensor) -> Tensor:
         return y.clone()
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[None, Tensor]:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[None, Tensor]:
         return None, grad
 
 

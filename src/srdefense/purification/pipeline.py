@@ -8,7 +8,7 @@ sigma 0.01), then deep super-resolution x2; the classifier receives the 2x image
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -70,7 +70,7 @@ def _sr_stages(
     """Super-resolution followed by the resolution policy's stage (if any)."""
     if sr_weights_sha256 is not None and sr_weights is None:
         raise ValueError("sr_weights_sha256: pins the file given as sr_weights, and none was given")
-    pin = {} if sr_weights_sha256 is None else {"sha256": sr_weights_sha256}
+    pin: dict[str, Any] = {} if sr_weights_sha256 is None else {"sha256": sr_weights_sha256}
     sr = SuperResolve(sr_model, weights=sr_weights, tile_size=tile_size, precision=precision, **pin)
     return [sr, *_resolution_stage(resolution, sr.scale)]
 

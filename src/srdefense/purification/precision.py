@@ -23,7 +23,7 @@ import math
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -145,7 +145,10 @@ class PrecisionStage:
     precision: str
 
 
-def set_precision(module: nn.Module, precision: str) -> nn.Module:
+_M = TypeVar("_M", bound=nn.Module)
+
+
+def set_precision(module: _M, precision: str) -> _M:
     """Set ``precision`` on every super-resolution stage inside ``module`` (in place).
 
     Handy for a defense built elsewhere, e.g. ``set_precision(create_defense("paper"), "bf16")``.

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .._random import make_generator, randint
+from .._random import RandomSource, make_generator, randint
 from .._validation import check_image_batch
 from ..data.io import read_image
 from .base import Purifier
@@ -145,7 +145,7 @@ def quilt(
     overlap: int = 2,
     k: int = 10,
     *,
-    generator: torch.Generator | None = None,
+    generator: RandomSource | None = None,
 ) -> Tensor:
     """Replace every grid patch by one of its ``k`` nearest database patches; average overlaps.
 
@@ -223,6 +223,7 @@ class ImageQuilting(Purifier):
     differentiable = False
     randomized = True
     reference = _GUO
+    database: Tensor
 
     def __init__(
         self,

@@ -233,11 +233,12 @@ class SuperResolve(Purifier, PrecisionStage):
         tile, checkpoint = self.tile_size, False
         if needs_grad:
             n, _, h, w = x.shape
-            checkpoint = self.grad_checkpoint
-            if checkpoint is None:
+            if self.grad_checkpoint is None:
                 checkpoint = n * h * w > GRAD_CHECKPOINT_PIXELS
                 if checkpoint and tile is None and h * w > GRAD_CHECKPOINT_PIXELS:
                     tile = GRAD_TILE_SIZE
+            else:
+                checkpoint = self.grad_checkpoint
         with autocast_for(dtype, x.device) if dtype != x.dtype else contextlib.nullcontext():
             y = tiled_forward(self.net, x, self.scale, tile, self.tile_overlap, checkpoint=checkpoint)
         y = y.to(x.dtype)

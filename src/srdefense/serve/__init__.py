@@ -8,7 +8,12 @@ Needs the optional ``serve`` extra (``pip install "srdefense[serve]"``)::
 or from the shell: ``srdefense serve``.
 """
 
+from typing import TYPE_CHECKING
+
 from .config import ServeConfig, is_loopback
+
+if TYPE_CHECKING:  # the type checker sees create_app's signature; at run time it is lazy
+    from .app import create_app
 
 __all__ = ["ServeConfig", "create_app", "is_loopback"]
 

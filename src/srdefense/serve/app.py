@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from importlib import resources
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
@@ -34,7 +34,10 @@ from .schemas import (
 from .service import PurificationService
 from .uploads import read_image_bytes
 
-_ERRORS = {s: {"model": ErrorResponse} for s in (401, 413, 415, 422, 500, 503)}
+# typed as FastAPI's `responses` argument
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    s: {"model": ErrorResponse} for s in (401, 413, 415, 422, 500, 503)
+}
 
 DefenseQ = Annotated[
     str | None,

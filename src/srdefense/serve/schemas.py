@@ -39,10 +39,10 @@ class Timings(BaseModel):
 
     decode_ms: float = Field(description="reading the upload and preprocessing it")
     queue_ms: float = Field(description="waiting for the worker and the batch to fill")
-    classify_ms: float | None = Field(None, description="the undefended classifier (whole batch)")
-    purify_ms: float | None = Field(None, description="the defense (whole batch)")
-    classify_defended_ms: float | None = Field(None, description="the classifier on purified images")
-    attack_ms: float | None = Field(None, description="crafting the attack (whole batch)")
+    classify_ms: float | None = Field(default=None, description="the undefended classifier (whole batch)")
+    purify_ms: float | None = Field(default=None, description="the defense (whole batch)")
+    classify_defended_ms: float | None = Field(default=None, description="the classifier on purified images")
+    attack_ms: float | None = Field(default=None, description="crafting the attack (whole batch)")
     batch_size: int = Field(description="images in the batch this request ran in")
     total_ms: float
 

@@ -21,7 +21,7 @@ import inspect
 import math
 import time
 from collections.abc import Hashable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from starlette.concurrency import run_in_threadpool
@@ -62,6 +62,9 @@ from .schemas import (
     Timings,
     Verdict,
 )
+
+if TYPE_CHECKING:
+    from ..models.cfg import ClassifierCfg
 
 RESOLUTIONS = (*_RESOLUTIONS, *RESOLUTION_ALIASES)  # "purified", "native", and "2x" (alias of "purified")
 
@@ -117,7 +120,7 @@ class PurificationService:
         if model is None:
             model = create_classifier(self.config.classifier, weights=self.config.classifier_weights)
         model = model.to(self.device).eval()
-        cfg = model.cfg
+        cfg = cast("ClassifierCfg", model.cfg)  # a classifier carries its ClassifierCfg
         if cfg.label_set == "imagenet" and cfg.num_classes == 1000:
             self._names, self._wnids = imagenet_classes(), imagenet_wnids()
         self.engine = Engine(model, self.config, self.device)

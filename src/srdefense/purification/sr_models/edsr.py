@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -55,6 +56,7 @@ class MeanShift(nn.Conv2d):
         self, rgb_range: float, rgb_mean: tuple[float, float, float] = DIV2K_RGB_MEAN, sign: int = -1
     ) -> None:
         super().__init__(3, 3, kernel_size=1)
+        assert self.bias is not None  # a Conv2d with the default bias=True
         with torch.no_grad():
             self.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
             self.bias.copy_(sign * rgb_range * torch.tensor(rgb_mean))
@@ -146,7 +148,7 @@ class EDSR(nn.Module):
     def halo(self) -> int:
         """Receptive-field halo in input pixels: one per 3x3 conv at input resolution, plus one."""
         # head + 2 per block + body conv + upsampler conv(s) at <= input resolution + last conv
-        n_up = len([m for m in self.tail[0] if isinstance(m, nn.Conv2d)])
+        n_up = len([m for m in cast(nn.Sequential, self.tail[0]) if isinstance(m, nn.Conv2d)])
         return 1 + 2 * self.n_resblocks + 1 + n_up + 1
 
     def forward(self, x: Tensor) -> Tensor:

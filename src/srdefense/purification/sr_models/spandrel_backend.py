@@ -89,11 +89,21 @@ class _Unavailable:
         raise ModuleNotFoundError(f"{self._name} needs torchvision, which is not installed")
 
 
+def _missing_attribute(module_name: str) -> Callable[[str], _Unavailable]:
+    """The ``__getattr__`` of a placeholder module: every attribute is an :class:`_Unavailable`."""
+
+    def getattr_(attr: str) -> _Unavailable:
+        return _Unavailable(f"{module_name}.{attr}")
+
+    return getattr_
+
+
 def _placeholder_modules() -> dict[str, types.ModuleType]:
     mods = {}
     for name in ("torchvision", "torchvision.transforms", "torchvision.transforms.functional"):
         m = types.ModuleType(name)
-        m.__getattr__ = lambda attr, _n=name: _Unavailable(f"{_n}.{attr}")  # type: ignore[method-assign]
+        # a module-level __getattr__ (PEP 562); typeshed declares ModuleType.__getattr__ as a method
+        m.__getattr__ = _missing_attribute(name)  # type: ignore[method-assign]
         mods[name] = m
     mods["torchvision"].transforms = mods["torchvision.transforms"]  # type: ignore[attr-defined]
     mods["torchvision.transforms"].functional = mods["torchvision.transforms.functional"]  # type: ignore[attr-defined]

@@ -16,7 +16,8 @@ Conventions, measured on the 20 embedded ImageNet photos (see ``tests/test_super
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Sequence
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -65,6 +66,10 @@ class UpConv7(nn.Module):
         self.convs = nn.ModuleList(nn.Conv2d(ch[i], ch[i + 1], 3) for i in range(6))
         self.upconv = nn.ConvTranspose2d(ch[-1], 3, 4, stride=2, padding=3)
 
+    def _conv_layers(self) -> Sequence[nn.Conv2d]:
+        """The six 3x3 convolutions (``self.convs``, typed: a ModuleList yields plain Modules)."""
+        return cast(Sequence[nn.Conv2d], self.convs)
+
     def subpixel_weight(self) -> tuple[Tensor, Tensor]:
         """The transposed conv rewritten as a 3x3 VALID conv to 12 channels + PixelShuffle(2).
 
@@ -96,22 +101,26 @@ class UpConv7(nn.Module):
         dtype = _fused_dtype(self, x)
         if dtype is not None:
             return self._fused_forward_valid(x, dtype)
-        for conv in self.convs:
+        for conv in self._conv_layers():
             x = F.leaky_relu(conv(x), 0.1, inplace=True)
         k, b = self.subpixel_weight()
         return F.pixel_shuffle(F.conv2d(x, k, b), 2)
 
     def _fused_weights(self, dtype: torch.dtype) -> list[tuple[Tensor, Tensor]]:
         """The seven (weight, bias) pairs in ``dtype``, NHWC, cached until a parameter changes."""
-        params = [p for conv in self.convs for p in (conv.weight, conv.bias)]
-        params += [self.upconv.weight, self.upconv.bias]  # type: ignore[list-item]
-        key = (dtype, tuple((p.data_ptr(), p._version, p.device) for p in params))  # type: ignore[union-attr]
+        convs = self._conv_layers()
+        params = [p for conv in convs for p in (conv.weight, conv.bias)]
+        params += [self.upconv.weight, self.upconv.bias]
+        key = (dtype, tuple((p.data_ptr(), p._version, p.device) for p in params if p is not None))
         cache = self.__dict__.get("_fused_cache")
         if cache is None or cache[0] != key:
             with torch.no_grad():
                 pairs = [
-                    (conv.weight.to(dtype).contiguous(memory_format=torch.channels_last), conv.bias.to(dtype))
-                    for conv in self.convs
+                    (
+                        conv.weight.to(dtype).contiguous(memory_format=torch.channels_last),
+                        _bias(conv).to(dtype),
+                    )
+                    for conv in convs
                 ]
                 k, b = self.subpixel_weight()
                 pairs.append((k.to(dtype).contiguous(memory_format=torch.channels_last), b.to(dtype)))
@@ -199,6 +208,12 @@ class UpConv7(nn.Module):
     def extra_repr(self) -> str:
         """Padding and channel order."""
         return f"padding={self.padding!r}, channel_order={self.channel_order!r}"
+
+
+def _bias(conv: nn.Conv2d) -> Tensor:
+    """The bias of ``conv`` (every convolution of UpConv7 has one)."""
+    assert conv.bias is not None
+    return conv.bias
 
 
 def _fused_dtype(net: UpConv7, x: Tensor) -> torch.dtype | None:
