@@ -53,6 +53,9 @@ def test_demo_config() -> None:
     assert cfg.attacks == list(DEMO_ATTACKS)
     fast = {d.name for d in list_defenses() if d.fast}
     assert "none" in cfg.defenses and "paper" in cfg.defenses and set(cfg.defenses) <= fast
+    # one SR network defense; the ones that cost minutes each on a CPU are left to evaluate
+    assert not {"sr", "paper-faithful", "tvm"} & set(cfg.defenses)
+    assert cfg.adaptive_attacks == ["pgd:steps=5:early_stop=true"]
 
 
 def test_yaml_config_and_precedence(tmp_path: Path) -> None:

@@ -64,11 +64,12 @@ def demo(
     """Run the main job on the embedded default, on this machine's CPU in minutes.
 
     EfficientNet-Lite0 (ImageNet, pretrained) classifies the 20 embedded ImageNet validation
-    photos; the paper's attacks (FGSM, I-FGSM, MI-FGSM, DeepFool, C&W) at Linf 4/255 are crafted
-    on the classifier alone (gray-box, as in the paper) and every fast registered defense, the
-    paper's wavelet denoising + super-resolution among them, purifies the clean and the
-    adversarial images. Prints a per-image table and the accuracy table, and writes
-    results.json, samples.jsonl, report.md and report.html to --out.
+    photos; the paper's attacks but C&W (FGSM, I-FGSM, MI-FGSM at Linf 4/255, DeepFool) are
+    crafted on the classifier alone (gray-box, as in the paper), white-box PGD-5 through each
+    defense (the adaptive column), and every fast registered defense, the paper's wavelet
+    denoising + super-resolution among them, purifies the clean and the adversarial images.
+    Prints a per-image table and the accuracy table, and writes results.json, samples.jsonl,
+    report.md and report.html to --out.
     """
     from ..evaluation import demo_config
     from .evaluate import run_and_show

@@ -164,6 +164,7 @@ register_defense(
     "paper-faithful",
     reference=PAPER + " (official code's hidden steps made explicit)",
     description="paper + JPEG save of the denoised image (matplotlib, q75) + uint8 SR output",
+    fast=False,  # a second SR network pass per image: the demo keeps one SR defense, paper
 )
 def _paper_faithful(
     sigma: float | None = 0.01,
@@ -218,6 +219,7 @@ def _wd(
     "sr",
     reference=PAPER + " (ablation: super-resolution only)",
     description="super-resolution x2 only",
+    fast=False,  # as paper-faithful; in --defense ablations
 )
 def _sr(
     sr_model: str = "upconv7",

@@ -256,7 +256,7 @@ class TotalVarianceMinimization(Purifier):
     "tvm",
     reference=_GUO,
     description="keep 50% of values at random, TV reconstruction (weight 0.03); no gradient",
-    fast=True,
+    fast=False,  # 100 solver iterations per pass, times EOT and scoring draws: minutes on a CPU
 )
 def _tvm(
     keep_prob: float = 0.5,
