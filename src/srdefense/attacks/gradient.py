@@ -34,7 +34,7 @@ from .base import (
     randn,
     value_and_grad,
 )
-from .losses import objective
+from .losses import margin, objective
 from .registry import register_attack
 
 
@@ -142,8 +142,6 @@ class GradientAttack(Attack):
             if early:
                 go = ~_fooled(logits, ys, ts)
                 rows, g = rows[go], g[go]
-                if rows.numel() == 0:
-                    break
             if self.momentum > 0:
                 # L1 normalisation (Dong et al. 2018, Alg. 1): dividing by mean |g| instead of
                 # ||g||_1 scales every term by the constant dimension D, so sign(g) and all
@@ -170,12 +168,9 @@ EARLY_STOP_MARGIN = 1e-4
 def _fooled(logits: Tensor, y: Tensor, targets: Tensor | None) -> Tensor:
     """Rows whose logits are adversarial by :data:`EARLY_STOP_MARGIN`."""
     tol = EARLY_STOP_MARGIN * logits.abs().amax(1) + 1e-6
-    cls = y if targets is None else targets
-    own = logits.gather(1, cls[:, None]).squeeze(1)
-    other = logits.scatter(1, cls[:, None], float("-inf")).amax(1)
     if targets is None:
-        return own < other - tol
-    return own > other + tol
+        return margin(logits, y) < -tol
+    return margin(logits, targets) > tol
 
 
 class LinfGradientAttack(GradientAttack):

@@ -498,9 +498,9 @@ def _evaluate_batch(
             recs[i].quality[name] = Quality(finite_or_none(ps[i]), finite_or_none(ss[i]))
         timing[name] += time.perf_counter() - t0
     # adversarial images, per setting
-    bare: dict[int, tuple[Tensor, list[float], list[float], list[int]]] = {}  # norms, bare prediction
     for setting in plan.settings:
         for run in plan.runs[setting]:
+            bare: tuple[Tensor, list[float], list[float], list[int]] | None = None  # norms, bare prediction
             for name in plan.defenses:
                 target = plan.target(setting, name)
                 adv, cached = attacker(target, run, x, y, batch.ids)
@@ -514,16 +514,12 @@ def _evaluate_batch(
                         cached=cached,
                     )
                 t0 = time.perf_counter()
-                if id(adv) not in bare:  # a gray-box example is shared by every defense
+                if bare is None or bare[0] is not adv:  # a gray-box example serves every defense
                     delta = (adv - x).flatten(1).double()
                     with torch.no_grad():
-                        bare[id(adv)] = (
-                            adv,  # held, so that its id is not reused within the batch
-                            delta.abs().amax(1).tolist(),
-                            delta.norm(dim=1).tolist(),
-                            plan.classifier(adv).argmax(1).tolist(),
-                        )
-                _, linf, l2, undefended = bare[id(adv)]
+                        undefended_pred = plan.classifier(adv).argmax(1).tolist()
+                    bare = (adv, delta.abs().amax(1).tolist(), delta.norm(dim=1).tolist(), undefended_pred)
+                _, linf, l2, undefended = bare
                 preds, _ = score(plan, name, target.scorer, adv, batch.ids, f"{setting}/{run.key}")
                 for i in range(n):
                     recs[i].adv[setting][run.key][name] = preds[i]

@@ -148,8 +148,9 @@ def _chambolle_pock_inplace(
     """The iterations of :func:`tv_reconstruct` without a gradient, in preallocated buffers.
 
     The same arithmetic as the autograd path (up to float rounding), but every iteration
-    writes into eight image-sized buffers allocated once, instead of ~20 new tensors: on a CPU
-    the solver is bound by memory traffic and page faults, and this runs several times faster.
+    writes into image-sized buffers allocated once (ten), instead of ~20 new tensors: on a CPU
+    the solver is bound by memory traffic and page faults (1.2x to 2.6x faster on 20 photos
+    here).
     """
     h, w = z.shape[-2], z.shape[-1]
     z = z.clone()
