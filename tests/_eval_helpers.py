@@ -96,12 +96,18 @@ def model() -> nn.Module:
     return TinyNet().eval()
 
 
-@pytest.fixture(scope="module")
-def data(model: nn.Module) -> tuple[Tensor, Tensor, list[str]]:
-    g = torch.Generator().manual_seed(1)
-    images = torch.rand(14, 3, SIZE, SIZE, generator=g)
+def labelled_images(model: nn.Module, n: int, size: int, seed: int) -> tuple[Tensor, Tensor]:
+    """``n`` seeded random images of ``size`` x ``size`` and ``model``'s own predictions as labels."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.rand(n, 3, size, size, generator=g)
     with torch.no_grad():
         labels = model(images).argmax(1)
+    return images, labels
+
+
+@pytest.fixture(scope="module")
+def data(model: nn.Module) -> tuple[Tensor, Tensor, list[str]]:
+    images, labels = labelled_images(model, 14, SIZE, seed=1)
     labels[::5] = (labels[::5] + 1) % 4  # some clean errors
     return images, labels, [f"img{i:02d}" for i in range(14)]
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from _eval_helpers import TinyNet  # the evaluation tests' stand-in classifier
+import _eval_helpers
+from _eval_helpers import labelled_images  # the evaluation tests' stand-ins
 from srdefense.attacks import create_attack
 from srdefense.evaluation import ConfigError, evaluate
 from srdefense.evaluation.threats import create_threat_model, list_threat_models, with_stand_ins
@@ -53,25 +54,13 @@ class NoGrad(Purifier):
         return torch.round(x * 16) / 16
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Any:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def model() -> nn.Module:
-    return TinyNet().eval()
+_one_thread = _eval_helpers._one_thread
+model = _eval_helpers.model
 
 
 @pytest.fixture(scope="module")
 def data(model: nn.Module) -> tuple[Tensor, Tensor, list[str]]:
-    g = torch.Generator().manual_seed(3)
-    images = torch.rand(12, 3, SIZE, SIZE, generator=g)
-    with torch.no_grad():
-        labels = model(images).argmax(1)
+    images, labels = labelled_images(model, 12, SIZE, seed=3)
     return images, labels, [f"img{i:02d}" for i in range(12)]
 
 

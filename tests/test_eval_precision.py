@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 from typer.testing import CliRunner
 
+from _eval_helpers import TinyNet  # the evaluation tests' stand-in classifier
 from srdefense.cli.main import _load_commands, app
 from srdefense.evaluation import ConfigError, build_config, evaluate, load_config_file
 from srdefense.evaluation.plan import build_plan
@@ -19,22 +20,6 @@ from srdefense.purification.superres import SuperResolve
 
 SIZE = 12
 _load_commands()
-
-
-class TinyNet(nn.Module):
-    """A small deterministic CNN (4 classes)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(0)
-        self.conv = nn.Conv2d(3, 6, 3, padding=1)
-        self.fc = nn.Linear(6, 4)
-        with torch.no_grad():
-            for p in self.parameters():
-                p.copy_(torch.randn(p.shape, generator=g))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return 10 * self.fc(torch.tanh(self.conv(x - 0.5)).mean((2, 3)))
 
 
 class SpyFGSM:

@@ -13,7 +13,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from _eval_helpers import TinyNet  # the evaluation tests' stand-in classifier
+import _eval_helpers
+from _eval_helpers import labelled_images  # the evaluation tests' stand-ins
 from srdefense.attacks import create_attack
 from srdefense.evaluation import ConfigError, EmptyEvaluationError, build_config, evaluate, load_config_file
 from srdefense.evaluation.records import DuplicateSampleError, load_records
@@ -23,25 +24,13 @@ from srdefense.purification import Identity, Lambda
 SIZE = 12
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Any:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def model() -> nn.Module:
-    return TinyNet().eval()
+_one_thread = _eval_helpers._one_thread
+model = _eval_helpers.model
 
 
 @pytest.fixture(scope="module")
 def data(model: nn.Module) -> tuple[Tensor, Tensor, list[str]]:
-    g = torch.Generator().manual_seed(5)
-    images = torch.rand(8, 3, SIZE, SIZE, generator=g)
-    with torch.no_grad():
-        labels = model(images).argmax(1)
+    images, labels = labelled_images(model, 8, SIZE, seed=5)
     return images, labels, [f"s{i}" for i in range(8)]
 
 
