@@ -98,6 +98,25 @@ def test_fused_weights_follow_parameter_changes():
     assert (after - before - 0.25).abs().max() <= 1e-5
 
 
+def test_raw_bf16_autocast_takes_the_plain_path_without_onednn_bf16(monkeypatch):
+    """A user's own ``torch.autocast(bf16)`` on a CPU whose oneDNN has no bf16 kernels (AVX2
+    only) must not reach the fused oneDNN call (it raises there): the plain path runs instead."""
+    net = create_sr_model("upconv7")
+    x = torch.rand(1, 3, 9, 11, generator=torch.Generator().manual_seed(2))
+    monkeypatch.setattr(upconv7_mod, "_onednn_bf16", lambda: False)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert upconv7_mod._fused_dtype(net, x) is None
+    monkeypatch.setattr(upconv7_mod, "_onednn_bf16", lambda: True)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert upconv7_mod._fused_dtype(net, x) == (torch.bfloat16 if upconv7_mod._HAS_FUSED else None)
+    monkeypatch.undo()
+    with torch.no_grad():
+        ref = net(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # on this CPU, whichever path it has
+            low = net(x).float()
+    assert low.shape == ref.shape and (low - ref).abs().max() <= 0.1
+
+
 def test_default_precision_is_fp32_and_exact():
     x = torch.rand(2, 3, 16, 20, generator=torch.Generator().manual_seed(2))
     sr = SuperResolve("upconv7")

@@ -285,12 +285,27 @@ def test_converter_reproduces_shipped_file(tmp_path):
     assert sha256_file(tmp_path / fname) == pin
 
 
-def test_subpixel_form_equals_conv_transpose():
-    net = create_sr_model("upconv7")
-    h = torch.randn(2, 256, 9, 12, generator=torch.Generator().manual_seed(1))
-    k, b = net.subpixel_weight()
+@pytest.mark.parametrize("shape", [(2, 256, 9, 12), (1, 256, 3, 3), (1, 256, 7, 4)])
+def test_phase_form_equals_conv_transpose(shape):
+    """The 2x2 four-phase convolution + phase_shuffle is the stride-2 transposed convolution,
+    in float64 to 1e-12, on NCHW and NHWC inputs, and its gradient is the transposed conv's."""
+    from srdefense.purification.sr_models.upconv7 import phase_shuffle
+
+    net = create_sr_model("upconv7").double()
+    h = torch.randn(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    k, b = net.phase_weight()
     with torch.no_grad():
-        assert (F.pixel_shuffle(F.conv2d(h, k, b), 2) - net.upconv(h)).abs().max() < 1e-5
+        ref = net.upconv(h)
+        assert ref.shape == (shape[0], 3, 2 * shape[2] - 4, 2 * shape[3] - 4)
+        for x in (h, h.contiguous(memory_format=torch.channels_last)):
+            y = phase_shuffle(F.conv2d(x, k, b))
+            assert y.shape == ref.shape and y.is_contiguous()
+            assert (y - ref).abs().max() < 1e-12
+    x = h.clone().requires_grad_(True)
+    g = torch.randn(ref.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    (grad,) = torch.autograd.grad((phase_shuffle(F.conv2d(x, k, b)) * g).sum(), x)
+    (ref_grad,) = torch.autograd.grad((net.upconv(x) * g).sum(), x)
+    assert (grad - ref_grad).abs().max() < 1e-12
 
 
 # ----------------------------------------------------------------------------- contract
