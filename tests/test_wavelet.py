@@ -424,6 +424,40 @@ def test_batch_consistency_and_chunking(monkeypatch):
         monkeypatch.undo()
 
 
+@pytest.mark.parametrize("fast", [1, 4])
+def test_block_size_is_calibrated_once_without_changing_results(monkeypatch, fast):
+    """The first large call times two blocks of each candidate size on its own first images,
+    keeps the fastest per image (here made so by a fake clock) for the rest of that call and
+    the next ones, and the result equals denoising each image alone."""
+    x = torch.rand(23, 3, 12, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    kw = dict(sigma=0.01, convert2ycbcr=True, legacy_sigma=True, clip=True)
+    singles = torch.cat([denoise_wavelet(x[i : i + 1], **kw) for i in range(len(x))])
+    monkeypatch.setattr(W, "_CPU_CHUNK_ELEMENTS", 3 * 12 * 10)  # one image per base block
+    monkeypatch.setattr(W, "_BLOCK_CHOICE", {})
+    sizes: list[int] = []
+    real_batch = W._denoise_batch
+
+    def recording(xb, *a, **k):
+        sizes.append(len(xb))
+        clock[0] += 1.0 if len(xb) == fast else 100.0  # per block: the `fast` size wins
+        return real_batch(xb, *a, **k)
+
+    clock = [0.0]
+    monkeypatch.setattr(W, "_denoise_batch", recording)
+    monkeypatch.setattr(W.time, "perf_counter", lambda: clock[0])
+    with torch.no_grad():
+        got = denoise_wavelet(x, **kw)
+    torch.testing.assert_close(got, singles, atol=1e-12, rtol=0)
+    assert sizes[:4] == [1, 1, 4, 4]  # calibration: 2 blocks of each candidate (10 images)
+    rest = sizes[4:]
+    assert sum(sizes) == len(x) and all(v == fast for v in rest[:-1]) and rest[-1] <= fast
+    assert list(W._BLOCK_CHOICE.values()) == [fast]
+    sizes.clear()
+    with torch.no_grad():
+        torch.testing.assert_close(denoise_wavelet(x, **kw), singles, atol=1e-12, rtol=0)
+    assert sizes[0] == fast  # no second calibration for the same shape
+
+
 def test_chunked_gradient_equals_unchunked(monkeypatch):
     x = torch.rand(3, 3, 16, 16, dtype=torch.float64, requires_grad=True)
     (g1,) = torch.autograd.grad(denoise_wavelet(x, sigma=0.05, convert2ycbcr=True).sum(), x)

@@ -30,6 +30,8 @@ Differences from scikit-image, all documented at :func:`denoise_wavelet`:
 
 from __future__ import annotations
 
+import time
+
 import torch
 from torch import Tensor
 
@@ -56,9 +58,20 @@ __all__ = [
 _INTERNALS = (_denoise_planes, _denoise_planes_two_tap, _resolve_wavelet, _taps, _threshold, denoise_planes)
 
 #: CPU cache-blocking size (elements per block of images) used by :func:`denoise_wavelet`:
-#: two 224 x 224 RGB images. Measured with interleaved repeats (64 photos, 2 threads): blocks
-#: of 2 images ran ~5x faster than scikit-image, blocks of 1 or >= 3 images 2-3.6x.
+#: two 224 x 224 RGB images. Measured with interleaved repeats (64 photos, 2 threads) on a
+#: 2-core AMD EPYC Zen 4: blocks of 2 images ran ~5x faster than scikit-image, blocks of 1 or
+#: >= 3 images 2-3.6x. On a 2-core Zen 3 the order was the other way round: 2 images 3.8-4.5x,
+#: 8 images 6.1-6.3x (``benchmarks/bench_wavelet.py``). Hence :data:`_CPU_BLOCK_FACTORS`.
 _CPU_CHUNK_ELEMENTS = 3 << 17
+
+#: Candidate blocks, as multiples of :data:`_CPU_CHUNK_ELEMENTS`. The first large enough call
+#: for a given image shape, dtype and thread count times two blocks of each candidate (the
+#: second one, warm) while denoising its own first images, and keeps the fastest per image for
+#: the rest of the process. No work is repeated, and the result does not depend on the choice
+#: (each image is denoised on its own; tested).
+_CPU_BLOCK_FACTORS = (1, 4)
+
+_BLOCK_CHOICE: dict[tuple[object, ...], int] = {}
 
 
 def denoise_wavelet(
@@ -175,12 +188,29 @@ def denoise_wavelet(
         # the allocator is looked up here, at call time, so that it can be swapped (tests count
         # the buffers it creates)
         bufs = None if torch.is_grad_enabled() and x.requires_grad else Buffers({}, _ws_empty)
-        for i in range(0, n, chunk):
-            dst = out[i : i + chunk]
-            si = None if s is None else s[i : i + chunk]
-            block = _denoise_batch(x[i : i + chunk], si, *args, bufs=bufs, out=dst)
+
+        def run(i: int, size: int) -> int:
+            dst = out[i : i + size]
+            si = None if s is None else s[i : i + size]
+            block = _denoise_batch(x[i : i + size], si, *args, bufs=bufs, out=dst)
             if block.data_ptr() != dst.data_ptr():
                 dst.copy_(block)
+            return i + size
+
+        i = 0
+        if bufs is not None:
+            key = (c, h, wd, x.dtype, torch.get_num_threads(), chunk)
+            if key not in _BLOCK_CHOICE and n >= 2 * chunk * sum(_CPU_BLOCK_FACTORS):
+                per_image = {}
+                for f in _CPU_BLOCK_FACTORS:
+                    i = run(i, f * chunk)  # cold: its buffers are made
+                    t0 = time.perf_counter()
+                    i = run(i, f * chunk)
+                    per_image[f] = (time.perf_counter() - t0) / (f * chunk)
+                _BLOCK_CHOICE[key] = min(per_image, key=per_image.__getitem__)
+            chunk *= _BLOCK_CHOICE.get(key, 1)
+        while i < n:
+            i = run(i, chunk)
     return out.to(orig_dtype)
 
 
