@@ -201,13 +201,13 @@ def denoise_wavelet(
         if bufs is not None:
             key = (c, h, wd, x.dtype, torch.get_num_threads(), chunk)
             if key not in _BLOCK_CHOICE and n >= 2 * chunk * sum(_CPU_BLOCK_FACTORS):
-                per_image = {}
+                cost: dict[int, float] = {}  # seconds per image, per candidate factor
                 for f in _CPU_BLOCK_FACTORS:
                     i = run(i, f * chunk)  # cold: its buffers are made
                     t0 = time.perf_counter()
                     i = run(i, f * chunk)
-                    per_image[f] = (time.perf_counter() - t0) / (f * chunk)
-                _BLOCK_CHOICE[key] = min(per_image, key=per_image.__getitem__)
+                    cost[f] = (time.perf_counter() - t0) / (f * chunk)
+                _BLOCK_CHOICE[key] = min(cost, key=cost.__getitem__)
             chunk *= _BLOCK_CHOICE.get(key, 1)
         while i < n:
             i = run(i, chunk)
