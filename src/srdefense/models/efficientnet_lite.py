@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
 from .._weights import WeightsError, load_weights, mark_weights
+from . import lite_inference
 from .cfg import ClassifierCfg, ClassifierLoadError
 from .registry import register_classifier
 
@@ -82,7 +84,7 @@ def build_efficientnet_lite(cfg: ClassifierCfg, weights_path: Path | None) -> nn
             f"with `pip install efficientnet-lite-pytorch==0.1.0` ({exc})"
         ) from exc
     # image_size=None selects dynamic "same" padding: any input size works.
-    net = EfficientNet.from_name(cfg.architecture, image_size=None)
+    net = _folding_class(EfficientNet).from_name(cfg.architecture, image_size=None)
     path = cfg.weights_path() if weights_path is None else Path(weights_path)
     state, digest = load_weights(path, cfg.sha256)  # the default pin, or the user's (None: unpinned)
     try:
@@ -90,6 +92,45 @@ def build_efficientnet_lite(cfg: ClassifierCfg, weights_path: Path | None) -> nn
     except RuntimeError as exc:
         raise WeightsError(f"{path} does not fit {cfg.name}: {exc}") from exc
     return mark_weights(net, path, digest, cfg.sha256).eval()
+
+
+_FOLDING: dict[type, Any] = {}
+
+
+def _folding_class(base: Any) -> Any:
+    """``base`` (the package's ``EfficientNet``) with an eval-mode forward on folded weights.
+
+    In training mode, or for a variant this form does not cover, the package's own forward
+    runs; :meth:`reference_forward` always runs it. The module tree and state dict are the
+    package's. See :mod:`srdefense.models.lite_inference`.
+    """
+    cls = _FOLDING.get(base)
+    if cls is None:
+
+        def forward(self: nn.Module, inputs: Tensor) -> Tensor:
+            if self.training or not lite_inference.supports(self):
+                return base.forward(self, inputs)
+            folded = self.__dict__.get("_folded")
+            if folded is None:
+                folded = self.__dict__["_folded"] = lite_inference.FoldedLite(self)
+            return lite_inference.folded_forward(self, folded, inputs)
+
+        def reference_forward(self: nn.Module, inputs: Tensor) -> Tensor:
+            """The package's own forward (batch norm and padding as separate layers)."""
+            return base.forward(self, inputs)
+
+        def _apply(self: nn.Module, fn, recurse=True):  # type: ignore[no-untyped-def]
+            self.__dict__.pop("_folded", None)  # .to() / .double() make new parameter tensors
+            return base._apply(self, fn, recurse)
+
+        cls = type(
+            "EfficientNetLite",
+            (base,),
+            {"forward": forward, "reference_forward": reference_forward, "_apply": _apply,
+             "__doc__": base.__doc__, "__module__": __name__},
+        )
+        _FOLDING[base] = cls
+    return cls
 
 
 for _name, _arch, _pkg, _file, _sha, _res, _top1 in _VARIANTS:
