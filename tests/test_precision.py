@@ -103,10 +103,10 @@ def test_raw_bf16_autocast_takes_the_plain_path_without_onednn_bf16(monkeypatch)
     only) must not reach the fused oneDNN call (it raises there): the plain path runs instead."""
     net = create_sr_model("upconv7")
     x = torch.rand(1, 3, 9, 11, generator=torch.Generator().manual_seed(2))
-    monkeypatch.setattr(upconv7_mod, "_onednn_bf16", lambda: False)
+    monkeypatch.setattr(upconv7_mod, "bf16_conv_kernels", lambda: False)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         assert upconv7_mod._fused_dtype(net, x) is None
-    monkeypatch.setattr(upconv7_mod, "_onednn_bf16", lambda: True)
+    monkeypatch.setattr(upconv7_mod, "bf16_conv_kernels", lambda: True)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         assert upconv7_mod._fused_dtype(net, x) == (torch.bfloat16 if upconv7_mod._HAS_FUSED else None)
     monkeypatch.undo()

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._onednn import HAS_FUSED_CONV, cpu_autocast_dtype, onednn_enabled
+
 
 @dataclass(frozen=True)
 class _Layer:
@@ -78,6 +80,7 @@ class FoldedLite:
 
     def __init__(self, net: Any) -> None:
         self.items = list(_layers(net))
+        self.layers = [it for it in self.items if isinstance(it, _Layer)]
         self.tensors: list[Tensor] = [*net.parameters(), *net.buffers()]
         self._key: tuple[object, ...] | None = None
         self._cached: list[tuple[Tensor, Tensor]] = []
@@ -87,14 +90,13 @@ class FoldedLite:
 
     def weights(self, channels_last: bool, differentiable: bool) -> list[tuple[Tensor, Tensor]]:
         """(weight, bias) per layer; in the autograd graph when ``differentiable``."""
-        layers = [it for it in self.items if isinstance(it, _Layer)]
         if differentiable:
-            return [_fold(layer) for layer in layers]
+            return [_fold(layer) for layer in self.layers]
         key = (channels_last, self._version())
         if key != self._key:
             with torch.no_grad():
                 fmt = torch.channels_last if channels_last else torch.contiguous_format
-                self._cached = [(w.contiguous(memory_format=fmt), b) for w, b in map(_fold, layers)]
+                self._cached = [(w.contiguous(memory_format=fmt), b) for w, b in map(_fold, self.layers)]
             self._key = key
         return self._cached
 
@@ -102,9 +104,7 @@ class FoldedLite:
 def _fused_ok(x: Tensor, needs_graph: bool) -> bool:
     if needs_graph or x.device.type != "cpu" or x.dtype != torch.float32 or x.layout != torch.strided:
         return False
-    if torch.is_autocast_enabled("cpu") or not torch._C._get_mkldnn_enabled():
-        return False
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+    return HAS_FUSED_CONV and onednn_enabled() and cpu_autocast_dtype() is None
 
 
 def _conv(x: Tensor, w: Tensor, b: Tensor, conv: nn.Conv2d, act: bool, fused: bool) -> Tensor:

@@ -28,6 +28,8 @@ from typing import Any, Literal, TypeVar
 import torch
 from torch import Tensor, nn
 
+from .._onednn import bf16_conv_kernels
+
 Precision = Literal["fp32", "bf16", "fp16", "auto"]
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16", "auto")
 
@@ -57,10 +59,7 @@ def cpu_bf16_hardware() -> dict[str, bool]:
         except RuntimeError:
             return False
 
-    try:
-        onednn = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        onednn = False
+    onednn = cpu_bf16_kernels()
     return {
         "avx512_bf16": flag("_is_avx512_bf16_supported"),
         "amx": flag("_is_amx_tile_supported"),
@@ -108,10 +107,7 @@ def resolve_precision(precision: str, device: torch.device | str, *, needs_grad:
 
 def cpu_bf16_kernels() -> bool:
     """Whether oneDNN has bf16 convolution kernels on this CPU (as capped by ``ONEDNN_MAX_CPU_ISA``)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+    return bf16_conv_kernels()
 
 
 @contextmanager

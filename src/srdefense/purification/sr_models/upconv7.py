@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..._onednn import HAS_FUSED_CONV, bf16_conv_kernels, cpu_autocast_dtype, onednn_enabled
+
 UPCONV7_HALO = 7
 """Receptive-field halo in input pixels: 6 VALID 3x3 convs (6) + the 4x4/2 transposed conv (1)."""
 
@@ -241,44 +243,25 @@ def _fused_dtype(net: UpConv7, x: Tensor) -> torch.dtype | None:
         return None
     if net.upconv.weight.device.type != "cpu" or net.upconv.weight.dtype != torch.float32:
         return None
-    if not torch._C._get_mkldnn_enabled():
+    if not onednn_enabled():
         return None  # oneDNN switched off (e.g. bf16 on a CPU without oneDNN bf16 kernels)
-    autocast = _cpu_autocast_dtype()
+    autocast = cpu_autocast_dtype()
     if autocast is not None:
         if autocast != torch.bfloat16 or x.dtype not in (torch.float32, torch.bfloat16):
             return None
         # oneDNN raises on bf16 where the CPU lacks AVX-512 (BW/VL/DQ) or AVX-NE-CONVERT; the
         # plain path then runs PyTorch's own bf16 kernels, as F.conv2d does under autocast
-        return torch.bfloat16 if _onednn_bf16() else None
+        return torch.bfloat16 if bf16_conv_kernels() else None
     return torch.float32 if x.dtype == torch.float32 else None
 
 
-def _cpu_autocast_dtype() -> torch.dtype | None:
-    try:
-        if torch.is_autocast_enabled("cpu"):  # torch >= 2.4
-            return torch.get_autocast_dtype("cpu")
-    except TypeError:
-        if torch.is_autocast_cpu_enabled():
-            return torch.get_autocast_cpu_dtype()
-    return None
 
 
-def _onednn_bf16() -> bool:
-    """Whether oneDNN runs bf16 convolutions on this CPU (False on AVX2-only CPUs)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
-def _has_fused() -> bool:
-    try:
-        return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
-    except (AttributeError, RuntimeError):
-        return False
 
 
-_HAS_FUSED = _has_fused()
+_HAS_FUSED = HAS_FUSED_CONV
 
 
 def upconv7_flops(height: int, width: int, batch: int = 1) -> int:

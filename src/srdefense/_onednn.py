@@ -1,0 +1,47 @@
+"""What this PyTorch build and CPU offer oneDNN's fused convolutions: the one place that asks.
+
+The fast inference paths (``upconv7``'s and EfficientNet-Lite's folded form) call
+``torch.ops.mkldnn._convolution_pointwise`` directly; each must first know whether that op
+exists, whether oneDNN is switched on, whether an autocast is active (the op does not follow
+one), and whether oneDNN has bf16 kernels on this CPU (it raises where it has none: AVX2-only
+CPUs). These checks are PyTorch internals that moved between versions; they live here once.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _fused_conv_op() -> bool:
+    try:
+        return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+    except (AttributeError, RuntimeError):
+        return False
+
+
+HAS_FUSED_CONV = _fused_conv_op()
+"""Whether this build has oneDNN's fused convolution op (``mkldnn._convolution_pointwise``)."""
+
+
+def onednn_enabled() -> bool:
+    """Whether oneDNN is switched on now (``torch.backends.mkldnn.flags(enabled=False)`` turns it off)."""
+    return bool(torch._C._get_mkldnn_enabled())
+
+
+def cpu_autocast_dtype() -> torch.dtype | None:
+    """The dtype of an active CPU autocast, or ``None`` when none is active."""
+    try:
+        if torch.is_autocast_enabled("cpu"):  # torch >= 2.4
+            return torch.get_autocast_dtype("cpu")
+    except TypeError:
+        if torch.is_autocast_cpu_enabled():
+            return torch.get_autocast_cpu_dtype()
+    return None
+
+
+def bf16_conv_kernels() -> bool:
+    """Whether oneDNN runs bf16 convolutions natively on this CPU (as capped by ``ONEDNN_MAX_CPU_ISA``)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
