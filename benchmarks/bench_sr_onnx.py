@@ -31,12 +31,12 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from bench_sr import _best_time
 
 from srdefense.purification.precision import cpu_bf16_hardware, cpu_bf16_kernels
 from srdefense.purification.superres import create_sr_model
@@ -87,12 +87,7 @@ def worker(runtime: str, shape: tuple[int, int, int], threads: int, calls: int, 
     y = run()  # warm-up: the first call picks kernels and grows the allocators
     if out is not None:
         np.save(out, y)
-    best = float("inf")
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - t0)
-    return best
+    return _best_time(run, calls, warmup=0)
 
 
 def _spawn(runtime: str, shape: tuple[int, int, int], args: argparse.Namespace, out: str | None) -> float:

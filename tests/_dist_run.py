@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from _eval_helpers import TinyNet
 from srdefense.data import load_dataset
 from srdefense.evaluation import evaluate
 from srdefense.purification import Identity, Lambda, Purifier
@@ -25,22 +26,6 @@ from srdefense.purification import Identity, Lambda, Purifier
 N_IMAGES = 12
 SIZE = 16
 BATCH = 2
-
-
-class TinyNet(nn.Module):
-    """A small deterministic CNN with 4 classes."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(0)
-        self.conv = nn.Conv2d(3, 6, 3, padding=1)
-        self.fc = nn.Linear(6, 4)
-        with torch.no_grad():
-            for p in self.parameters():
-                p.copy_(torch.randn(p.shape, generator=g))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return 10 * self.fc(torch.tanh(self.conv(x - 0.5)).mean((2, 3)))
 
 
 class Noise(Purifier):

@@ -19,6 +19,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+import _eval_helpers
 from _dist_run import BATCH, N_IMAGES, TinyNet, defenses, run
 from srdefense.evaluation import ConfigError, evaluate
 from srdefense.evaluation.distributed import Shard, resolve_shard_device, shard_from_env
@@ -30,12 +31,7 @@ SRC = TESTS.parent / "src"
 COMPARED = ("summary", "quality", "perturbation", "checks", "warnings")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Any:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+_one_thread = _eval_helpers._one_thread  # tiny tensors: one thread
 
 
 def results_of(path: Path) -> dict[str, Any]:
