@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torch import nn
 from typer.testing import CliRunner
 
 import srdefense
@@ -264,34 +265,88 @@ def test_checkpointed_tiled_gradient_equals_plain_gradient_float64():
     assert plain.abs().max() > 1e-3
 
 
+def _saved_bytes(sr: SuperResolve, x: torch.Tensor) -> tuple[int, torch.Tensor]:
+    """Bytes of the distinct storages the backward graph of ``sr(x)`` keeps, and the gradient."""
+    total = 0
+    seen: set[int] = set()
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        if t.untyped_storage().data_ptr() not in seen:
+            seen.add(t.untyped_storage().data_ptr())
+            total += t.untyped_storage().nbytes()
+        return t
+
+    xi = x.clone().requires_grad_(True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = sr(xi)
+    y.square().sum().backward()
+    return total, xi.grad
+
+
 def test_auto_checkpoint_bounds_saved_activations(monkeypatch):
-    """Above the threshold, the backward graph keeps only the pieces' inputs, not activations."""
+    """Above the budget, the backward graph keeps only the pieces' inputs, not activations."""
     x = torch.rand(3, 3, 20, 20, generator=torch.Generator().manual_seed(6))
-
-    def saved_bytes(sr: SuperResolve) -> tuple[int, torch.Tensor]:
-        total = 0
-
-        def pack(t: torch.Tensor) -> torch.Tensor:
-            nonlocal total
-            total += t.numel() * t.element_size()
-            return t
-
-        xi = x.clone().requires_grad_(True)
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            y = sr(xi)
-        y.square().sum().backward()
-        return total, xi.grad
-
-    monkeypatch.setattr(superres_mod, "GRAD_CHECKPOINT_PIXELS", 1000)  # 3 x 400 pixels > 1000
+    monkeypatch.setattr(superres_mod, "GRAD_KEEP_BYTES", 1000)  # less than one piece's activations
     monkeypatch.setattr(superres_mod, "CPU_CHUNK_PIXELS", 400)  # one image per piece
-    big, g_plain = saved_bytes(SuperResolve("upconv7", grad_checkpoint=False))
-    small, g_auto = saved_bytes(SuperResolve("upconv7"))
+    big, g_plain = _saved_bytes(SuperResolve("upconv7", grad_checkpoint=False), x)
+    small, g_auto = _saved_bytes(SuperResolve("upconv7"), x)
     # float32 through different (but both exact) groupings of the same sums
     assert (g_auto - g_plain).abs().max() <= 1e-5 * g_plain.abs().max()
     assert small * 20 < big, (small, big)
-    monkeypatch.setattr(superres_mod, "GRAD_CHECKPOINT_PIXELS", 10**9)  # below it: no recompute
-    kept, _ = saved_bytes(SuperResolve("upconv7"))
+    monkeypatch.setattr(superres_mod, "GRAD_KEEP_BYTES", 10**12)  # within it: no recompute
+    kept, _ = _saved_bytes(SuperResolve("upconv7"), x)
     assert kept == big
+
+
+class _Counting(nn.Module):
+    """An SR network that counts the images of its forward passes (recomputed ones included)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = create_sr_model("upconv7")
+        self.halo = self.net.halo
+        self.images = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.images += x.shape[0]
+        return self.net(x)
+
+
+def test_auto_checkpoint_keeps_what_fits_the_budget_and_recomputes_only_the_rest(monkeypatch):
+    x = torch.rand(5, 3, 20, 20, generator=torch.Generator().manual_seed(9))
+    monkeypatch.setattr(superres_mod, "CPU_CHUNK_PIXELS", 400)  # one image per piece
+    counting = _Counting()
+    sr = SuperResolve(counting)
+    plain, g_plain = _saved_bytes(SuperResolve(counting, grad_checkpoint=False), x)
+    one, _ = _saved_bytes(SuperResolve(counting, grad_checkpoint=False), x[:1])
+    per_image = (plain - one) / 4  # the weights are kept once, whatever the batch
+    # the probe measures the kept bytes per input pixel on zero images of the same size
+    probe = sr._kept_bytes_per_pixel(x) * 400
+    assert 0.9 * per_image <= probe <= 1.1 * per_image, (probe, per_image)
+    for budget_images in (1, 2, 4):
+        monkeypatch.setattr(superres_mod, "GRAD_KEEP_BYTES", int(probe * budget_images) + 1)
+        counting.images = 0
+        saved, g = _saved_bytes(sr, x)
+        # kept images run once; the others once more in the backward pass
+        assert counting.images == 5 + (5 - budget_images), budget_images
+        # the kept images' activations and the weights (the others keep only their input)
+        expected = one + (budget_images - 1) * per_image
+        assert 0.95 * expected <= saved <= expected + 0.5 * per_image, (budget_images, saved, expected)
+        assert (g - g_plain).abs().max() <= 1e-5 * g_plain.abs().max()
+
+
+def test_auto_checkpoint_tiles_an_image_above_the_budget(monkeypatch):
+    x = torch.rand(1, 3, 40, 36, generator=torch.Generator().manual_seed(10))
+    counting = _Counting()
+    sr = SuperResolve(counting)
+    monkeypatch.setattr(superres_mod, "GRAD_TILE_SIZE", 16)  # 3 x 3 tiles
+    monkeypatch.setattr(superres_mod, "GRAD_KEEP_BYTES", int(sr._kept_bytes_per_pixel(x) * 40 * 36 / 2))
+    _, g_plain = _saved_bytes(SuperResolve(counting, grad_checkpoint=False), x)
+    counting.images = 0
+    _, g = _saved_bytes(sr, x)
+    assert 9 + 1 <= counting.images < 9 + 9  # 9 tiles; some (not all, not none) recomputed
+    assert (g - g_plain).abs().max() <= 1e-5 * g_plain.abs().max()
 
 
 def test_tiled_forward_checkpoint_matches_without():

@@ -52,31 +52,57 @@ def _spans(size: int, tile: int) -> list[tuple[int, int]]:
 CPU_CHUNK_PIXELS = 1 << 16
 
 
-#: With ``grad_checkpoint=None`` (auto), a pass that needs an input gradient is checkpointed
-#: piece by piece once the batch holds more input pixels than this (about 5 images of 224 x 224):
-#: below it, keeping the activations is cheaper than recomputing them.
-GRAD_CHECKPOINT_PIXELS = 1 << 18
+#: With ``grad_checkpoint=None`` (auto), a pass that needs an input gradient keeps at most this
+#: many bytes of the network's activations for the backward pass; the pieces (batch chunks or
+#: tiles) beyond it are checkpointed, i.e. their activations are recomputed in the backward pass.
+#: Keeping is cheaper: a checkpointed attack step through ``paper`` costs about 1.5x a kept one.
+#: upconv7 keeps about 125 MB per 224 x 224 image in float32 (the probe reads 139), so 1.5 GiB
+#: holds a batch of 11.
+GRAD_KEEP_BYTES = 3 << 29
 
-#: Tile side (input pixels) used for a checkpointed gradient pass on an image larger than
-#: :data:`GRAD_CHECKPOINT_PIXELS` when no ``tile_size`` was given, so that one piece's
+#: Tile side (input pixels) used for a checkpointed gradient pass on an image whose own
+#: activations exceed :data:`GRAD_KEEP_BYTES` when no ``tile_size`` was given, so that one piece's
 #: activations, not the whole image's, are alive during the backward pass.
 GRAD_TILE_SIZE = 256
 
+#: Side of the (zero) image whose gradient pass measures a network's kept bytes per input pixel,
+#: once per network, dtype, device type and probe size (smaller for smaller images, whose border
+#: weighs more); the border makes the estimate a little high for larger ones (1.1x for upconv7
+#: at 224).
+_PROBE_SIDE = 64
 
-def _run(net: nn.Module, x: Tensor, checkpoint: bool) -> Tensor:
-    if checkpoint:
+
+class _Keep:
+    """The input pixels that may still keep their activations in a checkpointed pass."""
+
+    def __init__(self, pixels: int) -> None:
+        self.left = pixels
+
+    def take(self, x: Tensor) -> bool:
+        """Whether piece ``x`` keeps its activations (and, if so, spend its pixels)."""
+        px = x.shape[0] * x.shape[-2] * x.shape[-1]
+        if px > self.left:
+            return False
+        self.left -= px
+        return True
+
+
+def _run(net: nn.Module, x: Tensor, checkpoint: bool, keep: _Keep | None) -> Tensor:
+    if checkpoint and not (keep is not None and keep.take(x)):
         return torch.utils.checkpoint.checkpoint(net, x, use_reentrant=False)
     return net(x)
 
 
-def _forward_chunked(net: nn.Module, x: Tensor, checkpoint: bool = False) -> Tensor:
+def _forward_chunked(
+    net: nn.Module, x: Tensor, checkpoint: bool = False, keep: _Keep | None = None
+) -> Tensor:
     n, _, h, w = x.shape
     if x.device.type != "cpu" or n <= 1:
-        return _run(net, x, checkpoint)
+        return _run(net, x, checkpoint, keep)
     chunk = max(1, CPU_CHUNK_PIXELS // max(h * w, 1))
     if chunk >= n:
-        return _run(net, x, checkpoint)
-    return torch.cat([_run(net, x[i : i + chunk], checkpoint) for i in range(0, n, chunk)])
+        return _run(net, x, checkpoint, keep)
+    return torch.cat([_run(net, x[i : i + chunk], checkpoint, keep) for i in range(0, n, chunk)])
 
 
 def tiled_forward(
@@ -87,6 +113,7 @@ def tiled_forward(
     overlap: int,
     *,
     checkpoint: bool = False,
+    keep_pixels: int = 0,
 ) -> Tensor:
     """Apply ``net`` (an x``scale`` SR network) to ``x`` in overlapping tiles.
 
@@ -106,13 +133,16 @@ def tiled_forward(
             ``torch.utils.checkpoint``, so that a backward pass keeps only the pieces' inputs
             and recomputes one piece's activations at a time: memory is bounded by the piece
             size instead of the batch and image size, for one more forward pass of compute.
+        keep_pixels: with ``checkpoint``, the first pieces, up to this many input pixels in all,
+            are not checkpointed (their activations are kept, so they are not recomputed).
 
     Returns:
         (N, C', scale*H, scale*W).
     """
     n, _, h, w = x.shape
+    keep = _Keep(keep_pixels) if checkpoint and keep_pixels > 0 else None
     if tile_size is None or (h <= tile_size and w <= tile_size) or n == 0:
-        return _forward_chunked(net, x, checkpoint)
+        return _forward_chunked(net, x, checkpoint, keep)
     if tile_size < 1 or overlap < 0:
         raise ValueError(f"tile_size must be >= 1 and overlap >= 0, got {tile_size}, {overlap}")
     s = scale
@@ -124,7 +154,7 @@ def tiled_forward(
             a0, a1 = max(y0 - overlap, 0), min(y1 + overlap, h)
             for x0, x1 in _spans(w, tile_size):
                 b0, b1 = max(x0 - overlap, 0), min(x1 + overlap, w)
-                out = _forward_chunked(net, x[:, :, a0:a1, b0:b1], checkpoint)
+                out = _forward_chunked(net, x[:, :, a0:a1, b0:b1], checkpoint, keep)
                 if out_full is None:
                     out_full = out.new_empty(n, out.shape[1], s * h, s * w)
                 out_full[:, :, s * y0 : s * y1, s * x0 : s * x1] = out[
@@ -138,7 +168,7 @@ def tiled_forward(
         row = []
         for x0, x1 in _spans(w, tile_size):
             b0, b1 = max(x0 - overlap, 0), min(x1 + overlap, w)
-            out = _forward_chunked(net, x[:, :, a0:a1, b0:b1], checkpoint)
+            out = _forward_chunked(net, x[:, :, a0:a1, b0:b1], checkpoint, keep)
             row.append(out[:, :, s * (y0 - a0) : s * (y1 - a0), s * (x0 - b0) : s * (x1 - b0)])
         rows.append(torch.cat(row, dim=3))
     return torch.cat(rows, dim=2)
@@ -171,10 +201,11 @@ class SuperResolve(Purifier, PrecisionStage):
             :mod:`srdefense.purification.precision`. Input and output stay float32.
         grad_checkpoint: for passes that need an input gradient, recompute the network's
             activations piece by piece in the backward pass (bounded memory) instead of keeping
-            them: ``True``, ``False``, or ``None`` (default: only when the batch holds more than
-            :data:`GRAD_CHECKPOINT_PIXELS` input pixels; images above that size are then cut into
-            tiles of :data:`GRAD_TILE_SIZE` unless ``tile_size`` is set). The gradient is the same
-            up to float rounding.
+            them: ``True``, ``False``, or ``None`` (default: keep up to :data:`GRAD_KEEP_BYTES`
+            of activations, measured once per network and dtype on a small zero image, and checkpoint
+            only the pieces beyond it; an image whose own activations exceed it is cut into
+            tiles of :data:`GRAD_TILE_SIZE` unless ``tile_size`` is set). The gradient is the
+            same up to float rounding.
         **kw: backend options, see :func:`create_sr_model`.
 
     Shape:
@@ -225,26 +256,74 @@ class SuperResolve(Purifier, PrecisionStage):
         self.tile_size = tile_size
         self.tile_overlap = halo if tile_overlap is None else tile_overlap
         self.halo = halo
+        self._bytes_per_pixel: dict[tuple[str, str, int, int], float] = {}  # see _kept_bytes_per_pixel
 
     def purify(self, x: Tensor) -> Tensor:
         """Upscale ``x`` (tiled if ``tile_size`` is set) in ``precision`` and clamp to [0, 1]."""
         needs_grad = torch.is_grad_enabled() and x.requires_grad
         dtype = resolve_precision(self.precision, x.device, needs_grad=needs_grad)
-        tile, checkpoint = self.tile_size, False
-        if needs_grad:
-            n, _, h, w = x.shape
-            if self.grad_checkpoint is None:
-                checkpoint = n * h * w > GRAD_CHECKPOINT_PIXELS
-                if checkpoint and tile is None and h * w > GRAD_CHECKPOINT_PIXELS:
-                    tile = GRAD_TILE_SIZE
-            else:
-                checkpoint = self.grad_checkpoint
+        tile, checkpoint, keep_pixels = self.tile_size, False, 0
         with autocast_for(dtype, x.device) if dtype != x.dtype else contextlib.nullcontext():
-            y = tiled_forward(self.net, x, self.scale, tile, self.tile_overlap, checkpoint=checkpoint)
+            if needs_grad:
+                if self.grad_checkpoint is None:
+                    n, _, h, w = x.shape
+                    per_pixel = self._kept_bytes_per_pixel(x)
+                    keep_pixels = int(GRAD_KEEP_BYTES // max(per_pixel, 1e-9))
+                    checkpoint = n * h * w > keep_pixels
+                    if checkpoint and tile is None and h * w > keep_pixels:
+                        tile = GRAD_TILE_SIZE
+                else:
+                    checkpoint = self.grad_checkpoint
+            y = tiled_forward(
+                self.net,
+                x,
+                self.scale,
+                tile,
+                self.tile_overlap,
+                checkpoint=checkpoint,
+                keep_pixels=keep_pixels,
+            )
         y = y.to(x.dtype)
         if (torch.is_grad_enabled() and y.requires_grad) or _shares_memory(x, y):
             return y.clamp(0, 1)
         return y.clamp_(0, 1)  # in place: the 2x output is the largest tensor of the pass
+
+    def _kept_bytes_per_pixel(self, x: Tensor) -> float:
+        """Bytes of activations a gradient pass keeps per input pixel, measured on a zero image.
+
+        The image is :data:`_PROBE_SIDE` pixels square, or ``x``'s size where that is smaller;
+        gradient passes of a batch of two and of one run under a saved-tensors hook that adds up
+        the distinct storages autograd keeps, and the difference (the weights, kept once per
+        pass, cancel) is one image's share. The figure is cached per dtype (the active
+        autocast's), device type and probe size: the network does not change between calls.
+        """
+        dev = x.device.type
+        dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
+        side_h, side_w = min(x.shape[-2], _PROBE_SIDE), min(x.shape[-1], _PROBE_SIDE)
+        key = (str(dtype), dev, side_h, side_w)
+        cache = self._bytes_per_pixel
+        if key not in cache:
+
+            def kept(n: int) -> int:
+                seen: set[int] = set()
+                total = 0
+
+                def pack(t: Tensor) -> Tensor:
+                    nonlocal total
+                    storage = t.untyped_storage()
+                    if storage.data_ptr() not in seen:
+                        seen.add(storage.data_ptr())
+                        total += storage.nbytes()
+                    return t
+
+                probe = x.new_zeros((n, x.shape[1], side_h, side_w)).requires_grad_(True)
+                with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                    self.net(probe)
+                return total
+
+            # two images minus one: what is kept once per pass (the weights) cancels out
+            cache[key] = max(kept(2) - kept(1), 0) / (side_h * side_w)
+        return cache[key]
 
     def extra_name(self) -> str:
         """``sr-<backend>``."""
