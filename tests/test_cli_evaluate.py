@@ -216,3 +216,26 @@ def test_cli_evaluate_max_pixels(cli_setup: dict[str, Path]) -> None:
     assert "max_pixels=100" in small.output  # the 24x24 photos are over the limit, and say why
     ok = _invoke([*args, "--max-pixels", "1000", "--out", str(cli_setup["root"] / "mp2")])
     assert ok.exit_code == 0, ok.output
+
+
+@pytest.mark.parametrize("flag", ["--n", "--num-images"])
+def test_cli_subset_size_has_a_name_torchrun_passes_through(
+    cli_setup: dict[str, Path], flag: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import srdefense.cli.evaluate as evaluate_cli
+
+    seen: list[Any] = []
+    monkeypatch.setattr(evaluate_cli, "run_and_show", seen.append)
+    out = str(cli_setup["root"] / "o")
+    res = _invoke(["evaluate", "--data", str(cli_setup["csv"]), "--out", out, flag, "3"])
+    assert res.exit_code == 0, res.output
+    assert seen[0].n == 3
+    # torchrun's own parser rejects --n (an ambiguous abbreviation) but hands --num-images on
+    from torch.distributed.run import get_args_parser
+
+    argv = ["--nproc-per-node", "2", "-m", "srdefense", "evaluate", flag, "3"]
+    if flag == "--n":
+        with pytest.raises(SystemExit):
+            get_args_parser().parse_args(argv)
+    else:
+        assert get_args_parser().parse_args(argv).training_script_args == ["evaluate", flag, "3"]

@@ -69,7 +69,15 @@ def evaluate(
     data: Annotated[
         str | None, typer.Option(help="'samples' (embedded photos), a folder ROOT/<wnid>/*, or FILE.csv.")
     ] = None,
-    n: Annotated[int | None, typer.Option(help="Number of images (a seeded random subset).")] = None,
+    n: Annotated[
+        int | None,
+        typer.Option(
+            "--n",
+            "--num-images",
+            help="Number of images (a seeded random subset). Under torchrun use --num-images: "
+            "torchrun's parser takes --n for an ambiguous abbreviation of its own options.",
+        ),
+    ] = None,
     classifier: Annotated[
         str | None,
         typer.Option(help="Registered classifier, timm:NAME, torchvision:NAME or module.py:factory."),
