@@ -365,3 +365,17 @@ def test_fp16_runs_and_stays_close_to_fp32():
         half = SuperResolve("upconv7", precision="fp16")(x)
     assert half.dtype == torch.float32
     assert 0 < (half - ref).abs().max() <= 0.02  # fp16 keeps 11 significant bits
+
+
+def test_memory_probe_leaves_the_network_as_it_was():
+    net = nn.Sequential(nn.Conv2d(3, 12, 3, padding=1), nn.BatchNorm2d(12), nn.PixelShuffle(2))
+    net.train()
+    net[0].eval()  # a mixed state, restored as it was
+    sr = SuperResolve(net, scale=2)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    x = torch.rand(2, 3, 24, 24, requires_grad=True)
+    per_pixel = sr._kept_bytes_per_pixel(x)
+    assert per_pixel > 0
+    assert [m.training for m in net.modules()] == [True, False, True, True]
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k]), k

@@ -321,8 +321,15 @@ class SuperResolve(Purifier, PrecisionStage):
                     self.net(probe)
                 return total
 
-            # two images minus one: what is kept once per pass (the weights) cancels out
-            cache[key] = max(kept(2) - kept(1), 0) / (side_h * side_w)
+            # in eval mode, so that the zero images leave no trace (batch-norm statistics)
+            modes = [(m, m.training) for m in self.net.modules()]
+            self.net.eval()
+            try:
+                # two images minus one: what is kept once per pass (the weights) cancels out
+                cache[key] = max(kept(2) - kept(1), 0) / (side_h * side_w)
+            finally:
+                for m, mode in modes:
+                    m.training = mode
         return cache[key]
 
     def extra_name(self) -> str:
