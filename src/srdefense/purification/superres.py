@@ -87,6 +87,24 @@ class _Keep:
         return True
 
 
+def _kept_bytes(net: nn.Module, x: Tensor) -> int:
+    """Bytes of the distinct storages autograd keeps for the backward pass of ``net(x)``."""
+    seen: set[int] = set()
+    total = 0
+
+    def pack(t: Tensor) -> Tensor:
+        nonlocal total
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in seen:
+            seen.add(storage.data_ptr())
+            total += storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        net(x.requires_grad_(True))
+    return total
+
+
 def _run(net: nn.Module, x: Tensor, checkpoint: bool, keep: _Keep | None) -> Tensor:
     if checkpoint and not (keep is not None and keep.take(x)):
         return torch.utils.checkpoint.checkpoint(net, x, use_reentrant=False)
@@ -305,21 +323,7 @@ class SuperResolve(Purifier, PrecisionStage):
         if key not in cache:
 
             def kept(n: int) -> int:
-                seen: set[int] = set()
-                total = 0
-
-                def pack(t: Tensor) -> Tensor:
-                    nonlocal total
-                    storage = t.untyped_storage()
-                    if storage.data_ptr() not in seen:
-                        seen.add(storage.data_ptr())
-                        total += storage.nbytes()
-                    return t
-
-                probe = x.new_zeros((n, x.shape[1], side_h, side_w)).requires_grad_(True)
-                with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                    self.net(probe)
-                return total
+                return _kept_bytes(self.net, x.new_zeros((n, x.shape[1], side_h, side_w)))
 
             # in eval mode, so that the zero images leave no trace (batch-norm statistics)
             modes = [(m, m.training) for m in self.net.modules()]

@@ -255,13 +255,7 @@ def _fused_dtype(net: UpConv7, x: Tensor) -> torch.dtype | None:
     return torch.float32 if x.dtype == torch.float32 else None
 
 
-
-
-
-
-
-
-_HAS_FUSED = HAS_FUSED_CONV
+_HAS_FUSED = HAS_FUSED_CONV  # a module attribute of its own: the tests switch the fast path off
 
 
 def upconv7_flops(height: int, width: int, batch: int = 1) -> int:
