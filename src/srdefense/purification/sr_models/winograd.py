@@ -1,0 +1,135 @@
+"""Winograd F(2x2, 3x3) for the wide VALID 3x3 convolutions of ``upconv7``'s inference path.
+
+A 3x3 convolution computes each 2x2 block of outputs from a 4x4 block of inputs with 36
+multiplications per input-output channel pair; Winograd's minimal filtering algorithm
+(Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks", CVPR 2016) does it with
+16, after linear transforms of the input tile (additions only) and of the weights (once):
+``Y = A^T [ (G g G^T) * (B^T d B) ] A``. Across channels the 16 element-wise products become
+16 independent matrix products ``(tiles, C_in) @ (C_in, C_out)``, so the heavy work is one
+batched GEMM with 4/9 of the direct convolution's multiply-adds.
+
+Why by hand: oneDNN, which runs every other convolution here, offers no Winograd convolution
+on AVX2 CPUs (its Winograd kernels need AVX-512 and PyTorch does not select them), and
+neither PyTorch nor a well-kept library exposes one for the CPU. The transforms below are
+strided tensor additions and the products one ``torch.bmm``; nothing is compiled.
+
+The work runs in bands of tile rows sized so that the transformed tiles, their products and
+the output band stay in the CPU cache (:data:`TILES_PER_BAND`): done over the whole image at
+once, the transforms move four times the activations through memory and cost more than the
+multiplications they save. The bias is added to the one product whose output-transform
+coefficient is 1 for all four outputs (``M[1, 1]``), so it costs 1/16 of a pass.
+
+F(2x2, 3x3) and not a larger tile: its transforms have coefficients 0, +-1 and +-1/2 only, so
+in float32 the result differs from the direct convolution by float rounding (about 1e-6
+relative on ``upconv7``; the tests bound it); F(4x4, 3x3) saves more multiplications but its
+coefficients up to 8 cost one to two decimal digits.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+TILES_PER_BAND = 2048
+"""Target number of 2x2 output tiles per band (all images of the batch, whole tile rows)."""
+
+_G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
+
+
+def winograd_weight(weight: Tensor) -> Tensor:
+    """The transformed kernel ``G g G^T`` of a ``(C_out, C_in, 3, 3)`` weight: ``(16, C_in, C_out)``.
+
+    Computed in float64 and rounded once to the weight's dtype; index ``4a + b`` is tile
+    position ``(a, b)``.
+    """
+    if weight.dim() != 4 or tuple(weight.shape[2:]) != (3, 3):
+        raise ValueError(f"weight: expected (C_out, C_in, 3, 3), got {tuple(weight.shape)}")
+    g = torch.tensor(_G, dtype=torch.float64, device=weight.device)
+    u = torch.einsum("ai,oqij,bj->abqo", g, weight.detach().to(torch.float64), g)
+    return u.reshape(16, weight.shape[1], weight.shape[0]).to(weight.dtype).contiguous()
+
+
+def conv3x3_leaky(x: Tensor, weight: Tensor, u: Tensor, bias: Tensor, slope: float) -> Tensor:
+    """VALID 3x3 convolution, bias and LeakyReLU(``slope``) by Winograd F(2x2, 3x3).
+
+    Args:
+        x: ``(N, C_in, H, W)`` in channels-last memory format, ``H, W >= 3``.
+        weight: the kernel, ``(C_out, C_in, 3, 3)`` (for the odd edges).
+        u: :func:`winograd_weight` of the kernel, ``(16, C_in, C_out)``.
+        bias: ``(C_out,)``.
+        slope: the LeakyReLU negative slope.
+
+    Returns:
+        ``(N, C_out, H - 2, W - 2)`` in channels-last memory format. No autograd (the caller
+        runs it under ``no_grad`` or ``inference_mode``). An odd output row or column is
+        computed by direct convolution of the last three input rows or columns.
+    """
+    n, c, h, w = x.shape
+    if u.shape[:2] != (16, c):
+        raise ValueError(f"u: expected (16, {c}, C_out) for {c} input channels, got {tuple(u.shape)}")
+    co = u.shape[2]
+    ho, wo = h - 2, w - 2
+    th, tw = ho // 2, wo // 2
+    xh = x.permute(0, 2, 3, 1)  # (N, H, W, C), contiguous for a channels-last x
+    out = torch.empty((n, ho, wo, co), dtype=x.dtype, device=x.device)
+    if th and tw:
+        _tiles(xh, u, bias, out[:, : 2 * th, : 2 * tw], th, tw, slope)
+    if ho % 2:  # the odd last row and column: thin direct convolutions
+        out[:, ho - 1 :] = _direct(xh[:, h - 3 :], weight, bias, slope)
+    if wo % 2 and th:
+        out[:, : 2 * th, wo - 1 :] = _direct(xh[:, : 2 * th + 2, w - 3 :], weight, bias, slope)
+    return out.permute(0, 3, 1, 2)
+
+
+def _tiles(xh: Tensor, u: Tensor, bias: Tensor, out: Tensor, th: int, tw: int, slope: float) -> None:
+    """The even part of the output, band by band: ``out`` is ``(N, 2 th, 2 tw, C_out)`` (a view)."""
+    n, _, w, c = xh.shape
+    co = u.shape[2]
+    rows = max(1, TILES_PER_BAND // max(1, n * tw))  # tile rows per band, all images at once
+    per = max(1, min(n, TILES_PER_BAND // tw)) if rows == 1 else n  # images per band
+    dt, dev = xh.dtype, xh.device
+    r_buf = torch.empty((4, per, rows, 2 * tw + 2, c), dtype=dt, device=dev)
+    v_buf = torch.empty((16, per, rows, tw, c), dtype=dt, device=dev)
+    m_buf = torch.empty((16, per * rows * tw, co), dtype=dt, device=dev)
+    s_buf = torch.empty((2, 4, per, rows, tw, co), dtype=dt, device=dev)
+    o6 = out.unflatten(1, (th, 2)).unflatten(3, (tw, 2))  # (N, th, 2, tw, 2, C_out)
+    for n0 in range(0, n, per):
+        nn_ = min(per, n - n0)
+        for i0 in range(0, th, rows):
+            nb = min(rows, th - i0)
+            xs = xh[n0 : n0 + nn_, 2 * i0 : 2 * i0 + 2 * nb + 2, : 2 * tw + 2]
+            r = r_buf[:, :nn_, :nb]
+            d = [xs[:, j : j + 2 * nb : 2] for j in range(4)]  # input rows 2i + j of each tile
+            torch.sub(d[0], d[2], out=r[0])
+            torch.add(d[1], d[2], out=r[1])
+            torch.sub(d[2], d[1], out=r[2])
+            torch.sub(d[1], d[3], out=r[3])
+            v = v_buf[:, :nn_, :nb]
+            for a in range(4):
+                e = [r[a][:, :, j : j + 2 * tw : 2] for j in range(4)]  # columns 2k + j
+                torch.sub(e[0], e[2], out=v[4 * a])
+                torch.add(e[1], e[2], out=v[4 * a + 1])
+                torch.sub(e[2], e[1], out=v[4 * a + 2])
+                torch.sub(e[1], e[3], out=v[4 * a + 3])
+            t = nn_ * nb * tw
+            full = nn_ == per and nb == rows
+            vv = v_buf.view(16, t, c) if full else v.contiguous().view(16, t, c)
+            m = m_buf[:, :t]
+            torch.bmm(vv, u, out=m)
+            m[5].add_(bias)  # M[1, 1] enters all four outputs with coefficient 1
+            m4 = m.view(4, 4, nn_, nb, tw, co)
+            s = s_buf[:, :, :nn_, :nb]
+            torch.add(m4[0], m4[1], out=s[0]).add_(m4[2])  # output row 0: M0 + M1 + M2
+            torch.sub(m4[1], m4[2], out=s[1]).sub_(m4[3])  # output row 1: M1 - M2 - M3
+            o = o6[n0 : n0 + nn_, i0 : i0 + nb]
+            for ry in range(2):
+                sr = s[ry]
+                torch.add(sr[0], sr[1], out=o[:, :, ry, :, 0]).add_(sr[2])
+                torch.sub(sr[1], sr[2], out=o[:, :, ry, :, 1]).sub_(sr[3])
+            torch.nn.functional.leaky_relu_(o, slope)  # while the band is in the cache
+
+
+def _direct(xh: Tensor, k: Tensor, bias: Tensor, slope: float) -> Tensor:
+    """Direct VALID convolution of an NHWC strip: returns NHWC."""
+    y = torch.nn.functional.conv2d(xh.permute(0, 3, 1, 2), k, bias)
+    return torch.nn.functional.leaky_relu_(y, slope).permute(0, 2, 3, 1)

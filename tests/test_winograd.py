@@ -1,0 +1,110 @@
+"""Winograd F(2x2, 3x3) of upconv7's float32 inference path: equal to the direct convolution
+to float rounding on every band split and odd edge, used for exactly the wide layers, and
+switched off by its threshold."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import srdefense.purification.sr_models.upconv7 as upconv7_mod
+import srdefense.purification.sr_models.winograd as winograd
+from srdefense.purification import create_sr_model
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _reference(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Direct convolution and LeakyReLU in float64."""
+    return F.leaky_relu(F.conv2d(x.double(), w.double(), b.double()), 0.1)
+
+
+@pytest.mark.parametrize("tiles_per_band", [1, 5, 13, 2048])
+@pytest.mark.parametrize("shape", [(3, 12, 10), (2, 9, 14), (1, 11, 7), (2, 3, 3), (1, 4, 21)])
+def test_equals_direct_convolution(monkeypatch, tiles_per_band, shape):
+    """Bands of part of a tile row, several rows, several images, a last short band; odd rows
+    and columns (the thin direct strips); the smallest input (one output pixel)."""
+    n, h, w = shape
+    g = torch.Generator().manual_seed(h * 100 + w)
+    x = torch.randn(n, 24, h, w, generator=g).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(40, 24, 3, 3, generator=g) / 15
+    bias = torch.randn(40, generator=g)
+    monkeypatch.setattr(winograd, "TILES_PER_BAND", tiles_per_band)
+    w_nhwc = weight.contiguous(memory_format=torch.channels_last)
+    y = winograd.conv3x3_leaky(x, w_nhwc, winograd.winograd_weight(weight), bias, 0.1)
+    ref = _reference(x, weight, bias)
+    assert y.shape == ref.shape and y.dtype == torch.float32
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    scale = ref.abs().max().item()
+    assert (y.double() - ref).abs().max().item() <= 2e-6 * scale
+
+
+def test_winograd_weight_is_the_transformed_kernel():
+    """``G g G^T`` at tile position (a, b), checked element by element for one channel pair."""
+    w = torch.randn(2, 3, 3, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    u = winograd.winograd_weight(w)
+    g = torch.tensor(winograd._G, dtype=torch.float64)
+    assert u.shape == (16, 3, 2)
+    k = g @ w[1, 2] @ g.T
+    assert torch.allclose(u[:, 2, 1].view(4, 4), k, rtol=0, atol=1e-15)
+    assert u[5, 2, 1].item() == pytest.approx(w[1, 2].sum().item() / 4)  # the centre: (1/2)^2 of all taps
+
+
+def test_bad_shapes_are_refused():
+    with pytest.raises(ValueError, match=r"weight: expected \(C_out, C_in, 3, 3\), got \(4, 2, 5, 5\)"):
+        winograd.winograd_weight(torch.zeros(4, 2, 5, 5))
+    x = torch.zeros(1, 8, 6, 6).contiguous(memory_format=torch.channels_last)
+    msg = r"u: expected \(16, 8, C_out\) for 8 input channels, got \(16, 4, 3\)"
+    with pytest.raises(ValueError, match=msg):
+        winograd.conv3x3_leaky(x, torch.zeros(3, 8, 3, 3), torch.zeros(16, 4, 3), torch.zeros(3), 0.1)
+
+
+def test_upconv7_runs_its_wide_layers_by_winograd(monkeypatch):
+    """The fused float32 path: the three layers with 64 or more inputs go through Winograd, and
+    the result equals the plain path and the float64 reference to 1e-5 (odd sizes included)."""
+    if not upconv7_mod._HAS_FUSED:
+        pytest.skip("this PyTorch build has no oneDNN fused convolution (the plain path runs)")
+    net = create_sr_model("upconv7")
+    x = torch.rand(2, 3, 21, 18, generator=torch.Generator().manual_seed(4))
+    calls: list[int] = []
+    real = winograd.conv3x3_leaky
+
+    def counting(x, w, u, b, slope):
+        calls.append(x.shape[1])
+        return real(x, w, u, b, slope)
+
+    monkeypatch.setattr(winograd, "conv3x3_leaky", counting)
+    with torch.no_grad():
+        fast = net(x)
+        assert calls == [64, 128, 128]
+        monkeypatch.setattr(upconv7_mod, "WINOGRAD_MIN_CHANNELS", 10**9)  # switched off
+        direct = net(x)
+        assert calls == [64, 128, 128]
+        monkeypatch.setattr(upconv7_mod, "WINOGRAD_MIN_CHANNELS", 128)  # the cache follows it
+        net(x)
+        assert calls == [64, 128, 128, 128, 128]
+        monkeypatch.setattr(upconv7_mod, "_HAS_FUSED", False)
+        plain = net(x)
+        ref = create_sr_model("upconv7").double()(x.double())
+    assert (fast - plain).abs().max() <= 1e-5 and (direct - plain).abs().max() <= 1e-5
+    assert (fast.double() - ref).abs().max() <= 1e-5
+
+
+def test_gradient_and_bf16_paths_do_not_use_winograd(monkeypatch):
+    """Autograd runs the plain convolutions; Winograd is a float32 inference path only."""
+    net = create_sr_model("upconv7")
+    monkeypatch.setattr(winograd, "conv3x3_leaky", lambda *a: pytest.fail("Winograd under autograd"))
+    x = torch.rand(1, 3, 10, 10, requires_grad=True)
+    net(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    if upconv7_mod._HAS_FUSED:
+        assert all(u is None for _, _, u in net._fused_weights(torch.bfloat16))
+        wino = [u is not None for _, _, u in net._fused_weights(torch.float32)]
+        assert wino == [False] * 3 + [True] * 3 + [False]
