@@ -1,6 +1,7 @@
-"""Winograd F(2x2, 3x3) of upconv7's float32 inference path: equal to the direct convolution
-to float rounding on every band split and odd edge, used for exactly the wide layers, and
-switched off by its threshold."""
+"""Winograd F(2x2, 3x3) of upconv7's float32 paths (inference and autograd): equal to the
+direct convolution to float rounding on every band split and odd edge, gradients included,
+parameter gradients only when asked, used for exactly the wide layers, and switched off by
+its threshold."""
 
 from __future__ import annotations
 
@@ -97,13 +98,96 @@ def test_upconv7_runs_its_wide_layers_by_winograd(monkeypatch):
     assert (fast.double() - ref).abs().max() <= 1e-5
 
 
-def test_gradient_and_bf16_paths_do_not_use_winograd(monkeypatch):
-    """Autograd runs the plain convolutions; Winograd is a float32 inference path only."""
+@pytest.mark.parametrize("shape", [(2, 12, 11), (1, 9, 14), (1, 3, 3)])
+def test_autograd_gradients_equal_the_direct_convolution(shape):
+    """Input, weight and bias gradients (and the output) against float64 direct convolution."""
+    n, h, w = shape
+    g = torch.Generator().manual_seed(h * 10 + w)
+    x = torch.randn(n, 24, h, w, generator=g).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    weight = torch.nn.Parameter(torch.randn(40, 24, 3, 3, generator=g) / 15)
+    bias = torch.nn.Parameter(torch.randn(40, generator=g))
+    y = winograd.conv3x3_leaky_autograd(x, weight, bias, 0.1)
+    gy = torch.randn(y.shape, generator=g)
+    (y * gy).sum().backward()
+    xd, wd, bd = (t.detach().double().requires_grad_(True) for t in (x, weight, bias))
+    yd = _reference(xd, wd, bd)
+    pre = F.conv2d(xd, wd, bd).detach()  # no input within rounding of the LeakyReLU's kink
+    assert pre.abs().min() >= 1e-5 * pre.abs().max()
+    (yd * gy.double()).sum().backward()
+    pairs = ((y.detach(), yd.detach()), (x.grad, xd.grad), (weight.grad, wd.grad), (bias.grad, bd.grad))
+    for got, ref in pairs:
+        assert got is not None and ref is not None and got.shape == ref.shape
+        assert (got.double() - ref).abs().max().item() <= 2e-6 * ref.abs().max().item()
+
+
+def test_parameter_gradients_only_when_the_backward_pass_uses_them(monkeypatch):
+    """``autograd.grad(loss, x)`` (an attack step) skips the weight gradients, as the built-in
+    convolution does; ``loss.backward()`` and ``autograd.grad(loss, weight)`` compute them."""
+    calls: list[tuple[bool, bool]] = []
+    real = winograd._param_grads
+
+    def counting(g, x, weight, w, b):
+        calls.append((w, b))
+        return real(g, x, weight, w, b)
+
+    monkeypatch.setattr(winograd, "_param_grads", counting)
+    conv = torch.nn.Conv2d(8, 16, 3)
+    x = torch.rand(1, 8, 7, 6).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    y = winograd.conv3x3_leaky_autograd(x, conv.weight, conv.bias, 0.1)
+    (gx,) = torch.autograd.grad(y.sum(), x, retain_graph=True)
+    assert calls == [] and conv.weight.grad is None and gx.abs().sum() > 0
+    (gw,) = torch.autograd.grad(y.sum(), conv.weight, retain_graph=True)
+    assert calls == [(True, True)]
+    y.sum().backward()
+    assert len(calls) == 2 and conv.weight.grad is not None
+    torch.testing.assert_close(conv.weight.grad, gw)
+    conv.requires_grad_(False)  # frozen weights: nothing to compute, nothing to ask
+    winograd.conv3x3_leaky_autograd(x, conv.weight, conv.bias, 0.1).sum().backward()
+    assert len(calls) == 2
+
+
+def test_upconv7_gradient_runs_its_wide_layers_by_winograd(monkeypatch):
+    """The autograd path: the same three layers, the input gradient equal to the plain path's
+    to 1e-5 relative; bf16 and float64 keep the plain convolutions."""
     net = create_sr_model("upconv7")
-    monkeypatch.setattr(winograd, "conv3x3_leaky", lambda *a: pytest.fail("Winograd under autograd"))
-    x = torch.rand(1, 3, 10, 10, requires_grad=True)
-    net(x).sum().backward()
-    assert x.grad is not None and x.grad.abs().sum() > 0
+    calls: list[int] = []
+    real = winograd.conv3x3_leaky_autograd
+
+    def counting(x, w, b, slope):
+        calls.append(x.shape[1])
+        return real(x, w, b, slope)
+
+    monkeypatch.setattr(winograd, "conv3x3_leaky_autograd", counting)
+    # A LeakyReLU input within float rounding (~1e-7 of the layer's largest) of 0 could take the
+    # other branch in one of the two paths; this image (seed chosen) keeps every input of the
+    # wide layers at least 5e-6 of their largest away from 0, checked here in float64
+    x = torch.rand(1, 3, 6, 5, generator=torch.Generator().manual_seed(35))
+    h = F.pad(x.double(), (7, 7, 7, 7), mode="replicate")
+    with torch.no_grad():
+        for i, conv in enumerate(create_sr_model("upconv7").double().convs):
+            pre = conv(h)
+            assert i < 3 or pre.abs().min() >= 5e-6 * pre.abs().max()
+            h = F.leaky_relu(pre, 0.1)
+
+    def grad() -> torch.Tensor:
+        xi = x.clone().requires_grad_(True)
+        out = net(xi)
+        return torch.autograd.grad((out * out).sum(), xi)[0]
+
+    fast = grad()
+    assert calls == [64, 128, 128]
+    monkeypatch.setattr(upconv7_mod, "WINOGRAD_MIN_CHANNELS", 10**9)
+    plain = grad()
+    assert calls == [64, 128, 128]
+    assert (fast - plain).abs().max() <= 1e-5 * plain.abs().max()
+    monkeypatch.setattr(upconv7_mod, "WINOGRAD_MIN_CHANNELS", 64)
+    xd = x.double().requires_grad_(True)
+    create_sr_model("upconv7").double()(xd).sum().backward()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        xb = x.clone().requires_grad_(True)
+        net(xb).float().sum().backward()
+    assert calls == [64, 128, 128]
     if upconv7_mod._HAS_FUSED:
         assert all(u is None for _, _, u in net._fused_weights(torch.bfloat16))
         wino = [u is not None for _, _, u in net._fused_weights(torch.float32)]

@@ -108,7 +108,10 @@ class UpConv7(nn.Module):
         if dtype is not None:
             return self._fused_forward_valid(x, dtype)
         for conv in self._conv_layers():
-            x = F.leaky_relu(conv(x), 0.1, inplace=True)
+            if _winograd_grad(conv, x):
+                x = winograd.conv3x3_leaky_autograd(x, conv.weight, _bias(conv), 0.1)
+            else:
+                x = F.leaky_relu(conv(x), 0.1, inplace=True)
         k, b = self.phase_weight()
         return phase_shuffle(F.conv2d(x, k, b))
 
@@ -271,6 +274,23 @@ def _fused_dtype(net: UpConv7, x: Tensor) -> torch.dtype | None:
         # plain path then runs PyTorch's own bf16 kernels, as F.conv2d does under autocast
         return torch.bfloat16 if bf16_conv_kernels() else None
     return torch.float32 if x.dtype == torch.float32 else None
+
+
+def _winograd_grad(conv: nn.Conv2d, x: Tensor) -> bool:
+    """Whether a convolution of the autograd path runs by Winograd (:func:`.winograd.conv3x3_leaky_autograd`).
+
+    Only where a gradient is recorded (inference has the fused path, and the plain path stays
+    the reference there), in float32 on the CPU without autocast, for the wide layers.
+    """
+    return (
+        conv.in_channels >= WINOGRAD_MIN_CHANNELS
+        and torch.is_grad_enabled()
+        and (x.requires_grad or conv.weight.requires_grad)
+        and x.device.type == "cpu"
+        and x.dtype == conv.weight.dtype == torch.float32
+        and x.is_contiguous(memory_format=torch.channels_last)
+        and cpu_autocast_dtype() is None
+    )
 
 
 _HAS_FUSED = HAS_FUSED_CONV  # a module attribute of its own: the tests switch the fast path off

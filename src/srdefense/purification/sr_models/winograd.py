@@ -27,6 +27,8 @@ coefficients up to 8 cost one to two decimal digits.
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import torch
 from torch import Tensor
 
@@ -49,20 +51,20 @@ def winograd_weight(weight: Tensor) -> Tensor:
     return u.reshape(16, weight.shape[1], weight.shape[0]).to(weight.dtype).contiguous()
 
 
-def conv3x3_leaky(x: Tensor, weight: Tensor, u: Tensor, bias: Tensor, slope: float) -> Tensor:
+def conv3x3_leaky(x: Tensor, weight: Tensor, u: Tensor, bias: Tensor | None, slope: float | None) -> Tensor:
     """VALID 3x3 convolution, bias and LeakyReLU(``slope``) by Winograd F(2x2, 3x3).
 
     Args:
         x: ``(N, C_in, H, W)`` in channels-last memory format, ``H, W >= 3``.
         weight: the kernel, ``(C_out, C_in, 3, 3)`` (for the odd edges).
         u: :func:`winograd_weight` of the kernel, ``(16, C_in, C_out)``.
-        bias: ``(C_out,)``.
-        slope: the LeakyReLU negative slope.
+        bias: ``(C_out,)``, or ``None`` for none.
+        slope: the LeakyReLU negative slope, or ``None`` for no activation.
 
     Returns:
-        ``(N, C_out, H - 2, W - 2)`` in channels-last memory format. No autograd (the caller
-        runs it under ``no_grad`` or ``inference_mode``). An odd output row or column is
-        computed by direct convolution of the last three input rows or columns.
+        ``(N, C_out, H - 2, W - 2)`` in channels-last memory format. No autograd of its own
+        (see :func:`conv3x3_leaky_autograd`). An odd output row or column is computed by direct
+        convolution of the last three input rows or columns.
     """
     n, c, h, w = x.shape
     if u.shape[:2] != (16, c):
@@ -81,7 +83,9 @@ def conv3x3_leaky(x: Tensor, weight: Tensor, u: Tensor, bias: Tensor, slope: flo
     return out.permute(0, 3, 1, 2)
 
 
-def _tiles(xh: Tensor, u: Tensor, bias: Tensor, out: Tensor, th: int, tw: int, slope: float) -> None:
+def _tiles(
+    xh: Tensor, u: Tensor, bias: Tensor | None, out: Tensor, th: int, tw: int, slope: float | None
+) -> None:
     """The even part of the output, band by band: ``out`` is ``(N, 2 th, 2 tw, C_out)`` (a view)."""
     n, _, w, c = xh.shape
     co = u.shape[2]
@@ -116,7 +120,8 @@ def _tiles(xh: Tensor, u: Tensor, bias: Tensor, out: Tensor, th: int, tw: int, s
             vv = v_buf.view(16, t, c) if full else v.contiguous().view(16, t, c)
             m = m_buf[:, :t]
             torch.bmm(vv, u, out=m)
-            m[5].add_(bias)  # M[1, 1] enters all four outputs with coefficient 1
+            if bias is not None:
+                m[5].add_(bias)  # M[1, 1] enters all four outputs with coefficient 1
             m4 = m.view(4, 4, nn_, nb, tw, co)
             s = s_buf[:, :, :nn_, :nb]
             torch.add(m4[0], m4[1], out=s[0]).add_(m4[2])  # output row 0: M0 + M1 + M2
@@ -126,10 +131,104 @@ def _tiles(xh: Tensor, u: Tensor, bias: Tensor, out: Tensor, th: int, tw: int, s
                 sr = s[ry]
                 torch.add(sr[0], sr[1], out=o[:, :, ry, :, 0]).add_(sr[2])
                 torch.sub(sr[1], sr[2], out=o[:, :, ry, :, 1]).sub_(sr[3])
-            torch.nn.functional.leaky_relu_(o, slope)  # while the band is in the cache
+            if slope is not None:
+                torch.nn.functional.leaky_relu_(o, slope)  # while the band is in the cache
 
 
-def _direct(xh: Tensor, k: Tensor, bias: Tensor, slope: float) -> Tensor:
+def _direct(xh: Tensor, k: Tensor, bias: Tensor | None, slope: float | None) -> Tensor:
     """Direct VALID convolution of an NHWC strip: returns NHWC."""
     y = torch.nn.functional.conv2d(xh.permute(0, 3, 1, 2), k, bias)
-    return torch.nn.functional.leaky_relu_(y, slope).permute(0, 2, 3, 1)
+    if slope is not None:
+        y = torch.nn.functional.leaky_relu_(y, slope)
+    return y.permute(0, 2, 3, 1)
+
+
+def conv3x3_leaky_autograd(x: Tensor, weight: Tensor, bias: Tensor, slope: float) -> Tensor:
+    """:func:`conv3x3_leaky` with autograd: the input gradient by Winograd too.
+
+    The input gradient of a VALID 3x3 convolution is the full convolution of the output
+    gradient with the kernel flipped and transposed, so it runs through the same kernel on the
+    output gradient padded by 2. The LeakyReLU mask comes from the saved output (its sign is
+    that of the pre-activation, the slope being positive).
+
+    The weight and bias gradients use PyTorch's own convolution backward, and only when the
+    backward pass will use them: a custom autograd function would otherwise compute them
+    whenever the weights require grad, also under ``torch.autograd.grad(loss, x)`` (what every
+    attack step asks; PyTorch issue #174017), where the built-in convolution skips them. The
+    check asks the autograd engine whether it will run the weights' gradient nodes
+    (``torch._C._will_engine_execute_node`` on a view of each, the mechanism of
+    ``torch.autograd.graph.register_multi_grad_hook``); where that private call is missing or
+    refuses, the gradients are computed.
+
+    Like any change of float rounding, Winograd's can move a LeakyReLU input that lies within
+    rounding of 0 to the other branch, where the gradient differs by the slope's factor: the
+    direct float32 path does the same against float64 (on a 40 x 36 image both put the input
+    gradient 3e-3 from float64's in relative L2 norm, through a few such units), and a
+    tiled pass, whose tile grid starts anew in each image tile, against an untiled one.
+
+    Args:
+        x: ``(N, C_in, H, W)`` float, channels-last.
+        weight: ``(C_out, C_in, 3, 3)``.
+        bias: ``(C_out,)``.
+        slope: the LeakyReLU negative slope (> 0).
+
+    Returns:
+        ``(N, C_out, H - 2, W - 2)``, channels-last.
+    """
+    if weight.requires_grad and torch.is_grad_enabled():
+        weight, bias = weight.view_as(weight), bias.view_as(bias)  # non-leaf: their nodes can be asked
+    return cast(Tensor, _Conv3x3Leaky.apply(x, weight, bias, slope))
+
+
+class _Conv3x3Leaky(torch.autograd.Function):
+    """The autograd function of :func:`conv3x3_leaky_autograd`."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor, slope: float) -> Tensor:
+        w_cl = weight.detach().contiguous(memory_format=torch.channels_last)
+        y = conv3x3_leaky(x.detach(), w_cl, winograd_weight(weight), bias.detach(), slope)
+        ctx.save_for_backward(x, weight, y)
+        ctx.slope = slope
+        ctx.param_nodes = (weight.grad_fn, bias.grad_fn)
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_y: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None, None]:
+        x, weight, y = ctx.saved_tensors
+        g = torch.where(y > 0, grad_y, grad_y * ctx.slope)  # the gradient before the LeakyReLU
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            n, co, ho, wo = g.shape
+            gp = torch.zeros((n, ho + 4, wo + 4, co), dtype=g.dtype, device=g.device).permute(0, 3, 1, 2)
+            gp[:, :, 2 : ho + 2, 2 : wo + 2] = g
+            wt = weight.detach().flip(2, 3).transpose(0, 1)  # (C_in, C_out, 3, 3)
+            wt_cl = wt.contiguous(memory_format=torch.channels_last)
+            grad_x = conv3x3_leaky(gp, wt_cl, winograd_weight(wt), None, None)
+        if _will_run(ctx.param_nodes, ctx.needs_input_grad[1:3]):
+            grad_w, grad_b = _param_grads(g, x, weight, ctx.needs_input_grad[1], ctx.needs_input_grad[2])
+        return grad_x, grad_w, grad_b, None
+
+
+def _param_grads(
+    g: Tensor, x: Tensor, weight: Tensor, w: bool, b: bool
+) -> tuple[Tensor | None, Tensor | None]:
+    """Weight and bias gradients of the VALID 3x3 convolution (PyTorch's own backward)."""
+    mask = [False, w, b]
+    _, gw, gb = torch.ops.aten.convolution_backward(
+        g, x, weight, [weight.shape[0]], [1, 1], [0, 0], [1, 1], False, [0, 0], 1, mask
+    )
+    return gw, gb
+
+
+def _will_run(nodes: tuple[Any, Any], needed: tuple[bool, bool]) -> bool:
+    """Whether this backward pass will use the weight or bias gradient (``True`` when unsure)."""
+    asked = [node for node, need in zip(nodes, needed, strict=True) if need]
+    if not asked:
+        return False
+    if any(node is None for node in asked):  # a leaf, not viewed: its node cannot be asked
+        return True
+    try:
+        return any(torch._C._will_engine_execute_node(node) for node in asked)
+    except (AttributeError, RuntimeError):
+        return True
