@@ -6,6 +6,8 @@ One attack step is a forward pass with autograd, the cross-entropy loss, and
 ``torch.autograd.grad`` with respect to the input (what PGD/APGD do each iteration). The
 reference is the plain inference forward (``torch.no_grad``) on the same batch, timed
 alternately with the step in the same run (best of ``rounds``), so machine load hurts both.
+Both are timed again with upconv7's Winograd convolutions switched off
+(``WINOGRAD_MIN_CHANNELS``), alternately, for the speed-up Winograd brings to each.
 
 Peak memory is measured in a fresh child process per configuration, with glibc's default
 allocator settings (peak RSS during the pass minus the RSS just before it, per image):
@@ -120,7 +122,10 @@ def main() -> None:
     x, y = _photos(args.batch)
     _forward(model, x)
     _step(model, x, y)
-    fwd = step = float("inf")
+    import srdefense.purification.sr_models.upconv7 as upconv7
+
+    wino = upconv7.WINOGRAD_MIN_CHANNELS
+    fwd = step = fwd_direct = step_direct = float("inf")
     for _ in range(args.rounds):
         t0 = time.perf_counter()
         _forward(model, x)
@@ -128,11 +133,22 @@ def main() -> None:
         _step(model, x, y)
         t2 = time.perf_counter()
         fwd, step = min(fwd, t1 - t0), min(step, t2 - t1)
+        upconv7.WINOGRAD_MIN_CHANNELS = 10**9  # the reference: oneDNN's direct convolutions only
+        t0 = time.perf_counter()
+        _forward(model, x)
+        t1 = time.perf_counter()
+        _step(model, x, y)
+        t2 = time.perf_counter()
+        upconv7.WINOGRAD_MIN_CHANNELS = wino
+        fwd_direct, step_direct = min(fwd_direct, t1 - t0), min(step_direct, t2 - t1)
     print(f"white-box step through paper + efficientnet_lite0, batch {args.batch} at 224 -> 448, "
           f"{args.threads} threads")
     print(f"    forward (no_grad): {fwd:.3f} s   ({fwd / args.batch:.3f} s/image)")
     print(f"    attack step (forward + backward to the input): {step:.3f} s")
     print(f"    step / forward: {step / fwd:.2f}x   (target <= 3.5x)")
+    print(f"    without Winograd (upconv7's direct convolutions only): forward {fwd_direct:.3f} s, "
+          f"step {step_direct:.3f} s; Winograd speed-up: forward {fwd_direct / fwd:.2f}x, "
+          f"step {step_direct / step:.2f}x")
     mf = _measure_memory("forward", args.batch, 224, args.threads)
     ms = _measure_memory("step", args.batch, 224, args.threads)
     print(f"    peak memory per image: forward {mf / args.batch:.0f} MB, step {ms / args.batch:.0f} MB")
