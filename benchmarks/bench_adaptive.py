@@ -68,6 +68,15 @@ def _forward(model, x: torch.Tensor) -> torch.Tensor:
         return model(x)
 
 
+def _time_forward_and_step(model, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """Seconds of one inference forward and of one attack step, one after the other."""
+    t0 = time.perf_counter()
+    _forward(model, x)
+    t1 = time.perf_counter()
+    _step(model, x, y)
+    return t1 - t0, time.perf_counter() - t1
+
+
 def child(kind: str, batch: int, size: int, threads: int) -> None:
     """Measure one pass's peak memory in this (fresh) process and print it as JSON.
 
@@ -127,20 +136,12 @@ def main() -> None:
     wino = upconv7.WINOGRAD_MIN_CHANNELS
     fwd = step = fwd_direct = step_direct = float("inf")
     for _ in range(args.rounds):
-        t0 = time.perf_counter()
-        _forward(model, x)
-        t1 = time.perf_counter()
-        _step(model, x, y)
-        t2 = time.perf_counter()
-        fwd, step = min(fwd, t1 - t0), min(step, t2 - t1)
+        f, s = _time_forward_and_step(model, x, y)
+        fwd, step = min(fwd, f), min(step, s)
         upconv7.WINOGRAD_MIN_CHANNELS = 10**9  # the reference: oneDNN's direct convolutions only
-        t0 = time.perf_counter()
-        _forward(model, x)
-        t1 = time.perf_counter()
-        _step(model, x, y)
-        t2 = time.perf_counter()
+        f, s = _time_forward_and_step(model, x, y)
         upconv7.WINOGRAD_MIN_CHANNELS = wino
-        fwd_direct, step_direct = min(fwd_direct, t1 - t0), min(step_direct, t2 - t1)
+        fwd_direct, step_direct = min(fwd_direct, f), min(step_direct, s)
     print(f"white-box step through paper + efficientnet_lite0, batch {args.batch} at 224 -> 448, "
           f"{args.threads} threads")
     print(f"    forward (no_grad): {fwd:.3f} s   ({fwd / args.batch:.3f} s/image)")

@@ -9,17 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import _eval_helpers
 import srdefense.purification.sr_models.upconv7 as upconv7_mod
 import srdefense.purification.sr_models.winograd as winograd
 from srdefense.purification import create_sr_model
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+_one_thread = _eval_helpers._one_thread  # small tensors: one thread
 
 
 def _reference(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -296,7 +296,9 @@ def _winograd_grad(conv: nn.Conv2d, x: Tensor) -> bool:
 _HAS_FUSED = HAS_FUSED_CONV  # a module attribute of its own: the tests switch the fast path off
 
 WINOGRAD_MIN_CHANNELS = 64
-"""float32 inference runs a 3x3 convolution with at least this many input channels by Winograd.
+"""In float32 on the CPU, a 3x3 convolution with at least this many inputs runs by Winograd.
+
+Both paths: inference and the autograd path (forward and input gradient).
 
 That is the three widest (64 -> 128, 128 -> 128, 128 -> 256), 94% of the multiply-adds.
 Read at each call, so setting it to a large value switches Winograd off.

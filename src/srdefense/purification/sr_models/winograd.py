@@ -1,4 +1,7 @@
-"""Winograd F(2x2, 3x3) for the wide VALID 3x3 convolutions of ``upconv7``'s inference path.
+"""Winograd F(2x2, 3x3) for the wide VALID 3x3 convolutions of ``upconv7`` in float32.
+
+Used by its inference path (:func:`conv3x3_leaky`) and its gradient path
+(:func:`conv3x3_leaky_autograd`, whose input gradient runs through the same kernel).
 
 A 3x3 convolution computes each 2x2 block of outputs from a 4x4 block of inputs with 36
 multiplications per input-output channel pair; Winograd's minimal filtering algorithm
