@@ -6,8 +6,9 @@ One attack step is a forward pass with autograd, the cross-entropy loss, and
 ``torch.autograd.grad`` with respect to the input (what PGD/APGD do each iteration). The
 reference is the plain inference forward (``torch.no_grad``) on the same batch, timed
 alternately with the step in the same run (best of ``rounds``), so machine load hurts both.
-Both are timed again with upconv7's Winograd convolutions switched off
-(``WINOGRAD_MIN_CHANNELS``), alternately, for the speed-up Winograd brings to each.
+Both are timed with upconv7's Winograd convolutions forced on and forced off
+(``upconv7.USE_WINOGRAD``), alternately, for the speed-up Winograd brings to each; the step /
+forward ratio is that of the CPU's default (Winograd only where oneDNN lacks AVX-512).
 
 Peak memory is measured in a fresh child process per configuration, with glibc's default
 allocator settings (peak RSS during the pass minus the RSS just before it, per image):
@@ -133,23 +134,26 @@ def main() -> None:
     _step(model, x, y)
     import srdefense.purification.sr_models.upconv7 as upconv7
 
-    wino = upconv7.WINOGRAD_MIN_CHANNELS
-    fwd = step = fwd_direct = step_direct = float("inf")
-    for _ in range(args.rounds):
-        f, s = _time_forward_and_step(model, x, y)
-        fwd, step = min(fwd, f), min(step, s)
-        upconv7.WINOGRAD_MIN_CHANNELS = 10**9  # the reference: oneDNN's direct convolutions only
-        f, s = _time_forward_and_step(model, x, y)
-        upconv7.WINOGRAD_MIN_CHANNELS = wino
-        fwd_direct, step_direct = min(fwd_direct, f), min(step_direct, s)
+    default = upconv7.winograd_enabled()
+    best = {True: [float("inf")] * 2, False: [float("inf")] * 2}  # Winograd on/off: forward, step
+    try:
+        for _ in range(args.rounds):
+            for use in (True, False):
+                upconv7.USE_WINOGRAD = use
+                times = _time_forward_and_step(model, x, y)
+                best[use] = [min(a, b) for a, b in zip(best[use], times, strict=True)]
+    finally:
+        upconv7.USE_WINOGRAD = None
+    fwd, step = best[default]
     print(f"white-box step through paper + efficientnet_lite0, batch {args.batch} at 224 -> 448, "
-          f"{args.threads} threads")
+          f"{args.threads} threads; upconv7's Winograd by default here: {'on' if default else 'off'}")
     print(f"    forward (no_grad): {fwd:.3f} s   ({fwd / args.batch:.3f} s/image)")
     print(f"    attack step (forward + backward to the input): {step:.3f} s")
     print(f"    step / forward: {step / fwd:.2f}x   (target <= 3.5x)")
-    print(f"    without Winograd (upconv7's direct convolutions only): forward {fwd_direct:.3f} s, "
-          f"step {step_direct:.3f} s; Winograd speed-up: forward {fwd_direct / fwd:.2f}x, "
-          f"step {step_direct / step:.2f}x")
+    (fw, sw), (fd, sd) = best[True], best[False]
+    print(f"    Winograd on: forward {fw:.3f} s, step {sw:.3f} s; off (oneDNN's direct convolutions "
+          f"only): forward {fd:.3f} s, step {sd:.3f} s; Winograd speed-up: forward {fd / fw:.2f}x, "
+          f"step {sd / sw:.2f}x")
     mf = _measure_memory("forward", args.batch, 224, args.threads)
     ms = _measure_memory("step", args.batch, 224, args.threads)
     print(f"    peak memory per image: forward {mf / args.batch:.0f} MB, step {ms / args.batch:.0f} MB")

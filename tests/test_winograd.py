@@ -1,7 +1,7 @@
 """Winograd F(2x2, 3x3) of upconv7's float32 paths (inference and autograd): equal to the
 direct convolution to float rounding on every band split and odd edge, gradients included,
 parameter gradients only when asked, used for exactly the wide layers, and switched off by
-its threshold."""
+its threshold; on by default only where oneDNN has no AVX-512 convolutions."""
 
 from __future__ import annotations
 
@@ -10,11 +10,18 @@ import torch
 import torch.nn.functional as F
 
 import _eval_helpers
+import srdefense._onednn as onednn
 import srdefense.purification.sr_models.upconv7 as upconv7_mod
 import srdefense.purification.sr_models.winograd as winograd
 from srdefense.purification import create_sr_model
 
 _one_thread = _eval_helpers._one_thread  # small tensors: one thread
+
+
+@pytest.fixture(autouse=True)
+def _winograd_on(monkeypatch):
+    """Winograd forced on, whatever this CPU's default (:func:`upconv7.winograd_enabled`)."""
+    monkeypatch.setattr(upconv7_mod, "USE_WINOGRAD", True)
 
 
 def _reference(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -187,3 +194,46 @@ def test_upconv7_gradient_runs_its_wide_layers_by_winograd(monkeypatch):
         assert all(u is None for _, _, u in net._fused_weights(torch.bfloat16))
         wino = [u is not None for _, _, u in net._fused_weights(torch.float32)]
         assert wino == [False] * 3 + [True] * 3 + [False]
+
+
+def test_by_default_winograd_runs_only_where_onednn_lacks_avx512(monkeypatch):
+    """``USE_WINOGRAD = None``: off where oneDNN has AVX-512 convolutions (there its direct
+    convolutions were 1.7x faster), on elsewhere; in both the inference and the gradient path."""
+    if not upconv7_mod._HAS_FUSED:
+        pytest.skip("this PyTorch build has no oneDNN fused convolution (the plain path runs)")
+    monkeypatch.setattr(upconv7_mod, "USE_WINOGRAD", None)
+    net = create_sr_model("upconv7")
+    x = torch.rand(1, 3, 8, 9, generator=torch.Generator().manual_seed(1))
+    calls: list[str] = []
+    fwd, grad = winograd.conv3x3_leaky, winograd.conv3x3_leaky_autograd
+    monkeypatch.setattr(winograd, "conv3x3_leaky", lambda *a: calls.append("fwd") or fwd(*a))
+    monkeypatch.setattr(winograd, "conv3x3_leaky_autograd", lambda *a: calls.append("grad") or grad(*a))
+    # on: 3 inference layers, then 3 autograd layers (each running the kernel), then 3 backward
+    on = ["fwd"] * 3 + ["grad", "fwd"] * 3 + ["fwd"] * 3
+    for avx512, expected in ((True, []), (False, on)):
+        monkeypatch.setattr(upconv7_mod, "avx512_conv_kernels", lambda avx512=avx512: avx512)
+        calls.clear()
+        assert upconv7_mod.winograd_enabled() is not avx512
+        with torch.no_grad():
+            net(x)
+        net(x.clone().requires_grad_(True)).sum().backward()
+        assert calls == expected
+        wino = [u is not None for _, _, u in net._fused_weights(torch.float32)]
+        assert wino == [False] * 3 + [not avx512] * 3 + [False]
+    monkeypatch.setattr(upconv7_mod, "USE_WINOGRAD", False)  # forced off, on any CPU
+    assert not upconv7_mod.winograd_enabled()
+
+
+@pytest.mark.parametrize(
+    ("cap", "cpu_avx512", "expected"),
+    [("", True, True), ("", False, False), ("AVX2", True, False), ("avx512_core", True, True)],
+)
+def test_avx512_conv_kernels_follows_the_cpu_and_onednns_cap(monkeypatch, cap, cpu_avx512, expected):
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_supported", lambda: cpu_avx512)
+    onednn.avx512_conv_kernels.cache_clear()
+    try:
+        assert onednn.avx512_conv_kernels() is expected
+    finally:
+        onednn.avx512_conv_kernels.cache_clear()

@@ -9,6 +9,9 @@ CPUs). These checks are PyTorch internals that moved between versions; they live
 
 from __future__ import annotations
 
+import functools
+import os
+
 import torch
 
 
@@ -43,5 +46,25 @@ def bf16_conv_kernels() -> bool:
     """Whether oneDNN runs bf16 convolutions natively on this CPU (as capped by ``ONEDNN_MAX_CPU_ISA``)."""
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+_BELOW_AVX512 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2")
+
+
+@functools.cache
+def avx512_conv_kernels() -> bool:
+    """Whether oneDNN runs float32 convolutions with AVX-512 here (its ``avx512_core`` kernels).
+
+    True where the CPU has AVX-512 (F, BW, VL, DQ: ``torch.cpu._is_avx512_supported``) and
+    ``ONEDNN_MAX_CPU_ISA`` (or the older ``DNNL_MAX_CPU_ISA``) does not cap oneDNN below it.
+    Read once per process, as oneDNN reads its cap once.
+    """
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").upper()
+    if cap in _BELOW_AVX512:
+        return False
+    try:
+        return bool(torch.cpu._is_avx512_supported())
     except (AttributeError, RuntimeError):
         return False

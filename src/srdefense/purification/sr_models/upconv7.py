@@ -23,7 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..._onednn import HAS_FUSED_CONV, bf16_conv_kernels, cpu_autocast_dtype, onednn_enabled
+from ..._onednn import (
+    HAS_FUSED_CONV,
+    avx512_conv_kernels,
+    bf16_conv_kernels,
+    cpu_autocast_dtype,
+    onednn_enabled,
+)
 from . import winograd
 
 UPCONV7_HALO = 7
@@ -101,8 +107,8 @@ class UpConv7(nn.Module):
 
         Inference on the CPU (no gradient asked for, float32 or bf16 autocast) takes a fused
         path: each convolution and its LeakyReLU are one oneDNN call, or in float32 for the
-        three widest a Winograd convolution (see :meth:`_fused_body`); the result equals the
-        plain path to float rounding.
+        three widest, where :func:`winograd_enabled`, a Winograd convolution (see
+        :meth:`_fused_body`); the result equals the plain path to float rounding.
         """
         dtype = _fused_dtype(self, x)
         if dtype is not None:
@@ -118,20 +124,22 @@ class UpConv7(nn.Module):
     def _fused_weights(self, dtype: torch.dtype) -> list[tuple[Tensor, Tensor, Tensor | None]]:
         """The seven (weight, bias, Winograd weight or ``None``) triples in ``dtype``, NHWC.
 
-        Cached until a parameter changes. A convolution gets a Winograd weight (see
-        :mod:`.winograd`) in float32 when it has at least :data:`WINOGRAD_MIN_CHANNELS` inputs.
+        Cached until a parameter or the Winograd switches change. A convolution gets a Winograd
+        weight (see :mod:`.winograd`) in float32 when :func:`winograd_enabled` and it has at
+        least :data:`WINOGRAD_MIN_CHANNELS` inputs.
         """
         convs = self._conv_layers()
         params = [p for conv in convs for p in (conv.weight, conv.bias)]
         params += [self.upconv.weight, self.upconv.bias]
         versions = tuple((p.data_ptr(), p._version, p.device) for p in params if p is not None)
-        key = (dtype, WINOGRAD_MIN_CHANNELS, versions)
+        use = dtype == torch.float32 and winograd_enabled()
+        key = (dtype, use, WINOGRAD_MIN_CHANNELS, versions)
         cache = self.__dict__.get("_fused_cache")
         if cache is None or cache[0] != key:
             with torch.no_grad():
                 triples: list[tuple[Tensor, Tensor, Tensor | None]] = []
                 for conv in convs:
-                    wino = dtype == torch.float32 and conv.in_channels >= WINOGRAD_MIN_CHANNELS
+                    wino = use and conv.in_channels >= WINOGRAD_MIN_CHANNELS
                     triples.append(
                         (
                             conv.weight.to(dtype).contiguous(memory_format=torch.channels_last),
@@ -159,10 +167,11 @@ class UpConv7(nn.Module):
     def _fused_body(self, x: Tensor, dtype: torch.dtype) -> Tensor:
         """The seven convolutions on a padded NHWC input: returns the 12-channel phase output.
 
-        In float32 the three widest run by Winograd F(2x2, 3x3) (:mod:`.winograd`): measured on
-        a 2-core AMD EPYC (Zen 1), batch 4 at 224, best of five alternating runs, 2.82 s against
-        3.47 s with oneDNN's direct convolutions for all (1.23x), and 12.7 s against 15.4 s on
-        one 1024 x 768 tile (1.21x). The others, with fewer channels, gain nothing from it.
+        In float32, where :func:`winograd_enabled` (CPUs whose oneDNN has no AVX-512
+        convolutions), the three widest run by Winograd F(2x2, 3x3) (:mod:`.winograd`): measured
+        on a 2-core AMD EPYC (Zen 1), batch 4 at 224, best of five alternating runs, 2.82 s
+        against 3.47 s with oneDNN's direct convolutions for all (1.23x), and 12.7 s against
+        15.4 s on one 1024 x 768 tile (1.21x). The others, with fewer channels, gain nothing.
         """
         op = torch.ops.mkldnn._convolution_pointwise
         *body, (k, b, _) = self._fused_weights(dtype)
@@ -280,10 +289,12 @@ def _winograd_grad(conv: nn.Conv2d, x: Tensor) -> bool:
     """Whether a convolution of the autograd path runs by Winograd (:func:`.winograd.conv3x3_leaky_autograd`).
 
     Only where a gradient is recorded (inference has the fused path, and the plain path stays
-    the reference there), in float32 on the CPU without autocast, for the wide layers.
+    the reference there), in float32 on the CPU without autocast, for the wide layers, and
+    where :func:`winograd_enabled`.
     """
     return (
         conv.in_channels >= WINOGRAD_MIN_CHANNELS
+        and winograd_enabled()
         and torch.is_grad_enabled()
         and (x.requires_grad or conv.weight.requires_grad)
         and x.device.type == "cpu"
@@ -303,6 +314,29 @@ Both paths: inference and the autograd path (forward and input gradient).
 That is the three widest (64 -> 128, 128 -> 128, 128 -> 256), 94% of the multiply-adds.
 Read at each call, so setting it to a large value switches Winograd off.
 """
+
+USE_WINOGRAD: bool | None = None
+"""Whether upconv7's float32 CPU paths use Winograd at all: ``True`` or ``False`` forces it;
+``None`` (the default) uses it only where oneDNN has no AVX-512 float32 convolutions
+(:func:`srdefense._onednn.avx512_conv_kernels`). Read at each call.
+
+Why the CPU decides, measured with the same code, Winograd against oneDNN's direct
+convolutions, alternating in one run (``benchmarks/bench_adaptive.py``, batch 4 at 224):
+
+* 2-core AMD EPYC Zen 1 (AVX2): inference 1.23x faster, white-box step 1.14x faster;
+* 2-core AMD EPYC Zen 5 (AVX-512): inference 0.60x, step 0.59x, that is 1.7x slower. There
+  oneDNN's AVX-512 direct convolutions run at 335-345 GFLOP/s, 95% of its own GEMM (360),
+  while ``torch.bmm`` (MKL, which takes its AVX2 code on AMD) reaches 160 GFLOP/s and even
+  oneDNN's matmul for the products left the transforms' memory passes too dear (1.05 s
+  against 0.77 s for the whole network).
+"""
+
+
+def winograd_enabled() -> bool:
+    """Whether upconv7's float32 CPU paths run their wide layers by Winograd now (:data:`USE_WINOGRAD`)."""
+    if USE_WINOGRAD is not None:
+        return USE_WINOGRAD
+    return not avx512_conv_kernels()
 
 
 def upconv7_flops(height: int, width: int, batch: int = 1) -> int:
