@@ -1,5 +1,11 @@
 """Throughput of the upconv7 SR network relative to the machine's fp32 GEMM rate.
 
+The GEMM rate is that of the faster of PyTorch's two fp32 matrix multiplies: ``torch.mm``
+(MKL in the x86 builds) and oneDNN's matmul (``torch.ops.mkldnn._linear_pointwise``, where the
+build has it). The convolutions run on oneDNN, and MKL takes its AVX2 code on AMD CPUs: on a
+2-core Zen 5 ``torch.mm`` reached 160-190 GFLOP/s and oneDNN's matmul 350-360, so against
+``torch.mm`` alone the network read 1.8 "of the GEMM rate".
+
 ``bench_upconv7()`` returns a dict (it prints nothing); run this file to print it::
 
     .venv/bin/python benchmarks/bench_sr.py
@@ -27,14 +33,32 @@ def _best_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float
     return best
 
 
+def _onednn_mm() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+    """``a @ b`` by oneDNN's matmul, or ``None`` where this build has no such op."""
+    op = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
+    if op is None or not torch.backends.mkldnn.is_available():
+        return None
+
+    def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return op(a, b, None, "none", [], "")  # a @ b.T; b is square and random, so alike
+
+    try:
+        mm(torch.ones(4, 4), torch.ones(4, 4))
+    except RuntimeError:
+        return None
+    return mm
+
+
 def gemm_flops_per_s(threads: int, n: int = 2048, repeats: int = 3) -> float:
-    """fp32 ``torch.mm`` rate (FLOP/s) of two ``n x n`` matrices with ``threads`` threads."""
+    """fp32 GEMM rate (FLOP/s) of two ``n x n`` matrices with ``threads`` threads: the faster
+    of ``torch.mm`` and oneDNN's matmul."""
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         a = torch.randn(n, n)
         b = torch.randn(n, n)
-        t = _best_time(lambda: torch.mm(a, b), repeats)
+        fns = [torch.mm] + [mm for mm in (_onednn_mm(),) if mm is not None]
+        t = min(_best_time(lambda f=f: f(a, b), repeats) for f in fns)
     finally:
         torch.set_num_threads(old)
     return 2 * n**3 / t
@@ -55,8 +79,9 @@ def bench_upconv7(batch: int = 4, size: int = 224, threads: int = 2, rounds: int
 
     Returns:
         A dict with ``flops`` (analytic, 2 x MACs of the 7 convolutions), ``seconds`` (best
-        forward time), ``net_flops_per_s``, ``gemm_flops_per_s``, ``fraction``
-        (network rate / GEMM rate), ``images_per_s`` and the settings.
+        forward time), ``net_flops_per_s``, ``gemm_flops_per_s`` (the faster GEMM) and each
+        GEMM's own rate, ``fraction`` (network rate / GEMM rate), ``images_per_s`` and the
+        settings.
     """
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -65,20 +90,27 @@ def bench_upconv7(batch: int = 4, size: int = 224, threads: int = 2, rounds: int
         x = torch.rand(batch, 3, size, size)
         n = 2048
         a, b = torch.randn(n, n), torch.randn(n, n)
+        gemms = {"torch.mm": torch.mm}
+        if (mm := _onednn_mm()) is not None:
+            gemms["onednn"] = mm
 
         def run() -> None:
             with torch.inference_mode():
                 net(x)
 
-        seconds = gemm_s = float("inf")
+        seconds = float("inf")
+        gemm_s = dict.fromkeys(gemms, float("inf"))
         run()
-        torch.mm(a, b)
+        for f in gemms.values():
+            f(a, b)
         for _ in range(rounds):
             seconds = min(seconds, _best_time(run, 1, warmup=0))
-            gemm_s = min(gemm_s, _best_time(lambda: torch.mm(a, b), 2, warmup=0))
+            for name, f in gemms.items():
+                gemm_s[name] = min(gemm_s[name], _best_time(lambda f=f: f(a, b), 2, warmup=0))
     finally:
         torch.set_num_threads(old)
-    gemm = 2 * n**3 / gemm_s
+    rates = {name: 2 * n**3 / t for name, t in gemm_s.items()}
+    gemm = max(rates.values())
     flops = upconv7_flops(size, size, batch)
     rate = flops / seconds
     return {
@@ -89,6 +121,7 @@ def bench_upconv7(batch: int = 4, size: int = 224, threads: int = 2, rounds: int
         "seconds": seconds,
         "net_flops_per_s": rate,
         "gemm_flops_per_s": gemm,
+        **{f"gemm_{name}_flops_per_s": r for name, r in rates.items()},
         "fraction": rate / gemm,
         "images_per_s": batch / seconds,
     }
