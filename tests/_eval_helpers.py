@@ -84,7 +84,12 @@ def upscale() -> Purifier:
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread() -> Any:
-    # tiny tensors: threads only add overhead (and contention on a shared machine)
+    """One intra-op thread for the module that binds this, restored afterwards.
+
+    Tiny tensors: threads only add overhead. On a small shared machine, OpenMP threads that
+    wait for each other while other processes hold the cores made ``test_attacks.py`` 30x
+    slower (840 s with 2 threads, 26 s with 1, on 2 busy cores); one thread keeps it predictable.
+    """
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

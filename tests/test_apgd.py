@@ -12,18 +12,13 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+import _eval_helpers
 from _toy import NoGradNet, ToyNet, toy_batch
 from srdefense.attacks import APGDCE, APGDDLR, APGDT, EOT, create_attack, l2_norms
 from srdefense.attacks.apgd import APGD, checkpoints
 from srdefense.attacks.losses import objective
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+_one_thread = _eval_helpers._one_thread  # one intra-op thread for this module
 
 
 def _gen(seed: int = 0) -> torch.Generator:

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import _eval_helpers
 from srdefense.attacks import (
     ATTACKS,
     EOT,
@@ -53,18 +54,7 @@ def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([model(c).argmax(1) for c in x.split(5)])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread for this module, restored afterwards.
-
-    On a small shared machine, OpenMP threads that wait for each other while other processes
-    hold the cores made this file 30x slower (840 s with 2 threads, 26 s with 1, on 2 busy
-    cores); one thread keeps it predictable.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+_one_thread = _eval_helpers._one_thread  # one intra-op thread for this module
 
 
 @pytest.fixture(scope="module")

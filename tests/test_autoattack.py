@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+import _eval_helpers
 from _toy import Quantised, ToyNet, toy_batch
 from srdefense.attacks import (
     APGDCE,
@@ -32,12 +33,7 @@ from srdefense.models import create_classifier
 NEW = ["apgd-ce", "apgd-dlr", "apgd-t", "autoattack", "autoattack-rand", "square"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+_one_thread = _eval_helpers._one_thread  # one intra-op thread for this module
 
 
 def _gen(seed: int = 0) -> torch.Generator:

@@ -18,7 +18,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
+import _eval_helpers
 import srdefense
 from serve_standin import factory as tiny_classifier
 from srdefense.attacks import FGSM
@@ -45,12 +45,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 TESTS = Path(__file__).parent
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+_one_thread = _eval_helpers._one_thread  # one intra-op thread for this module
 
 
 def png_bytes(h: int = 40, w: int = 50, seed: int = 0) -> bytes:

@@ -7,18 +7,13 @@ import copy
 import pytest
 import torch
 
+import _eval_helpers
 from _toy import Counting, NoGradNet, ToyNet, toy_batch
 from srdefense.attacks import Square, create_attack, l2_norms
 from srdefense.attacks.losses import margin
 from srdefense.attacks.square import _bump, _eta, p_schedule
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+_one_thread = _eval_helpers._one_thread  # one intra-op thread for this module
 
 
 def _gen(seed: int = 0) -> torch.Generator:
