@@ -38,7 +38,8 @@ import torch
 import torch.nn.functional as F
 from bench_sr import _best_time
 
-from srdefense.purification.precision import cpu_bf16_hardware, cpu_bf16_kernels
+from srdefense._onednn import bf16_conv_kernels
+from srdefense.purification.precision import cpu_bf16_hardware
 from srdefense.purification.superres import create_sr_model
 
 SHAPES = ((4, 224, 224), (1, 768, 1024))
@@ -136,7 +137,7 @@ def main() -> None:
         import onnxruntime as ort
     except ImportError:
         sys.exit("onnxruntime is not installed: pip install -e '.[bench]'")
-    runtimes = ["onnxruntime_fp32", "torch_fp32"] + (["torch_bf16"] if cpu_bf16_kernels() else [])
+    runtimes = ["onnxruntime_fp32", "torch_fp32"] + (["torch_bf16"] if bf16_conv_kernels() else [])
     print(f"torch {torch.__version__}, onnxruntime {ort.__version__}, {args.threads} threads, "
           f"CPU bf16 features: {cpu_bf16_hardware()}")
     if "torch_bf16" not in runtimes:

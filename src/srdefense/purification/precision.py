@@ -59,7 +59,7 @@ def cpu_bf16_hardware() -> dict[str, bool]:
         except RuntimeError:
             return False
 
-    onednn = cpu_bf16_kernels()
+    onednn = bf16_conv_kernels()
     return {
         "avx512_bf16": flag("_is_avx512_bf16_supported"),
         "amx": flag("_is_amx_tile_supported"),
@@ -105,11 +105,6 @@ def resolve_precision(precision: str, device: torch.device | str, *, needs_grad:
     return _DTYPES[precision]
 
 
-def cpu_bf16_kernels() -> bool:
-    """Whether oneDNN has bf16 convolution kernels on this CPU (as capped by ``ONEDNN_MAX_CPU_ISA``)."""
-    return bf16_conv_kernels()
-
-
 @contextmanager
 def _autocast_without_onednn(device_type: str, dtype: torch.dtype) -> Iterator[None]:
     # oneDNN refuses bf16 convolutions on CPUs without AVX-512 (or AVX-NE-CONVERT): use
@@ -126,7 +121,7 @@ def autocast_for(dtype: torch.dtype, device: torch.device | str) -> Any:
     dev = torch.device(device)
     if dtype == torch.float32:
         return nullcontext()
-    if dev.type == "cpu" and dtype == torch.bfloat16 and not cpu_bf16_kernels():
+    if dev.type == "cpu" and dtype == torch.bfloat16 and not bf16_conv_kernels():
         return _autocast_without_onednn(dev.type, dtype)
     return torch.autocast(dev.type, dtype=dtype)
 
