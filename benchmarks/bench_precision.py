@@ -19,7 +19,6 @@ import time
 import torch
 
 from srdefense import create_classifier, paper_defense, precision_fidelity
-from srdefense._onednn import bf16_conv_kernels
 from srdefense.attacks import create_attack
 from srdefense.data import collate, load_dataset
 from srdefense.purification.precision import bf16_is_fast, cpu_bf16_hardware
@@ -38,7 +37,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"CPU bf16 features: {cpu_bf16_hardware()}; auto picks bf16 here: {bf16_is_fast('cpu')}")
+    hw = cpu_bf16_hardware()
+    print(f"CPU bf16 features: {hw}; auto picks bf16 here: {bf16_is_fast('cpu')}")
     ds = load_dataset("samples")
     x, y, _ = collate([ds[i] for i in range(len(ds))])
     clf = create_classifier("efficientnet_lite0").eval()
@@ -49,7 +49,7 @@ def main() -> None:
         print(f"    PSNR {f.psnr_db:.1f} dB (worst image {f.psnr_min_db:.1f} dB), max |diff| "
               f"{f.max_abs_diff:.4f}, mean |diff| {f.mean_abs_diff:.5f}, top-1 agreement "
               f"{f.top1_agreement:.2f}")
-    if not bf16_conv_kernels():
+    if not hw["onednn_bf16"]:
         print("bf16 speed not timed: oneDNN has no bf16 kernels on this CPU (needs AVX-512 or "
               "AVX-NE-CONVERT); the fidelity above ran on PyTorch's reference bf16 kernels")
         return

@@ -3,7 +3,7 @@
 The GEMM rate is that of the faster of PyTorch's two fp32 matrix multiplies: ``torch.mm``
 (MKL in the x86 builds) and oneDNN's matmul (``torch.ops.mkldnn._linear_pointwise``, where the
 build has it). The convolutions run on oneDNN, and MKL takes its AVX2 code on AMD CPUs: on a
-2-core Zen 5 ``torch.mm`` reached 160-190 GFLOP/s and oneDNN's matmul 350-360, so against
+2-core Zen 5 ``torch.mm`` reached 160-190 GFLOP/s and oneDNN's matmul 350-420, so against
 ``torch.mm`` alone the network read 1.8 "of the GEMM rate".
 
 ``bench_upconv7()`` returns a dict (it prints nothing); run this file to print it::
@@ -49,6 +49,14 @@ def _onednn_mm() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
     return mm
 
 
+def _gemms() -> dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
+    """The fp32 matrix multiplies this build has, by name: ``torch.mm`` and, where it exists, oneDNN's."""
+    gemms: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {"torch.mm": torch.mm}
+    if (mm := _onednn_mm()) is not None:
+        gemms["onednn"] = mm
+    return gemms
+
+
 def gemm_flops_per_s(threads: int, n: int = 2048, repeats: int = 3) -> float:
     """fp32 GEMM rate (FLOP/s) of two ``n x n`` matrices with ``threads`` threads: the faster
     of ``torch.mm`` and oneDNN's matmul."""
@@ -57,8 +65,7 @@ def gemm_flops_per_s(threads: int, n: int = 2048, repeats: int = 3) -> float:
     try:
         a = torch.randn(n, n)
         b = torch.randn(n, n)
-        fns = [torch.mm] + [mm for mm in (_onednn_mm(),) if mm is not None]
-        t = min(_best_time(lambda f=f: f(a, b), repeats) for f in fns)
+        t = min(_best_time(lambda f=f: f(a, b), repeats) for f in _gemms().values())
     finally:
         torch.set_num_threads(old)
     return 2 * n**3 / t
@@ -90,9 +97,7 @@ def bench_upconv7(batch: int = 4, size: int = 224, threads: int = 2, rounds: int
         x = torch.rand(batch, 3, size, size)
         n = 2048
         a, b = torch.randn(n, n), torch.randn(n, n)
-        gemms = {"torch.mm": torch.mm}
-        if (mm := _onednn_mm()) is not None:
-            gemms["onednn"] = mm
+        gemms = _gemms()
 
         def run() -> None:
             with torch.inference_mode():

@@ -38,7 +38,6 @@ import torch
 import torch.nn.functional as F
 from bench_sr import _best_time
 
-from srdefense._onednn import bf16_conv_kernels
 from srdefense.purification.precision import cpu_bf16_hardware
 from srdefense.purification.superres import create_sr_model
 
@@ -137,9 +136,10 @@ def main() -> None:
         import onnxruntime as ort
     except ImportError:
         sys.exit("onnxruntime is not installed: pip install -e '.[bench]'")
-    runtimes = ["onnxruntime_fp32", "torch_fp32"] + (["torch_bf16"] if bf16_conv_kernels() else [])
+    hw = cpu_bf16_hardware()
+    runtimes = ["onnxruntime_fp32", "torch_fp32"] + (["torch_bf16"] if hw["onednn_bf16"] else [])
     print(f"torch {torch.__version__}, onnxruntime {ort.__version__}, {args.threads} threads, "
-          f"CPU bf16 features: {cpu_bf16_hardware()}")
+          f"CPU bf16 features: {hw}")
     if "torch_bf16" not in runtimes:
         print("bf16 not timed: oneDNN has no bf16 kernels on this CPU (needs AVX-512 or AVX-NE-CONVERT)")
     for shape in SHAPES:

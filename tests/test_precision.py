@@ -340,7 +340,7 @@ def test_auto_checkpoint_tiles_an_image_above_the_budget(monkeypatch):
     # Winograd off: its 2x2 tile grid starts anew in each image tile, so tiled and untiled
     # round differently, and a LeakyReLU input within rounding of 0 takes the other branch;
     # this test is about what is kept and recomputed, which it checks to float rounding
-    monkeypatch.setattr(upconv7_mod, "WINOGRAD_MIN_CHANNELS", 10**9)
+    monkeypatch.setattr(upconv7_mod, "USE_WINOGRAD", False)
     x = torch.rand(1, 3, 40, 36, generator=torch.Generator().manual_seed(10))
     counting = _Counting()
     sr = SuperResolve(counting)

@@ -1,7 +1,7 @@
 """Winograd F(2x2, 3x3) of upconv7's float32 paths (inference and autograd): equal to the
 direct convolution to float rounding on every band split and odd edge, gradients included,
-parameter gradients only when asked, used for exactly the wide layers, and switched off by
-its threshold; on by default only where oneDNN has no AVX-512 convolutions."""
+parameter gradients only when asked, used for exactly the wide layers (its threshold), switched off by
+``USE_WINOGRAD``; on by default only where oneDNN has no AVX-512 convolutions."""
 
 from __future__ import annotations
 
@@ -87,9 +87,10 @@ def test_upconv7_runs_its_wide_layers_by_winograd(monkeypatch):
     with torch.no_grad():
         fast = net(x)
         assert calls == [64, 128, 128]
-        monkeypatch.setattr(upconv7_mod, "WINOGRAD_MIN_CHANNELS", 10**9)  # switched off
+        monkeypatch.setattr(upconv7_mod, "USE_WINOGRAD", False)  # switched off
         direct = net(x)
         assert calls == [64, 128, 128]
+        monkeypatch.setattr(upconv7_mod, "USE_WINOGRAD", True)
         monkeypatch.setattr(upconv7_mod, "WINOGRAD_MIN_CHANNELS", 128)  # the cache follows it
         net(x)
         assert calls == [64, 128, 128, 128, 128]
@@ -179,11 +180,11 @@ def test_upconv7_gradient_runs_its_wide_layers_by_winograd(monkeypatch):
 
     fast = grad()
     assert calls == [64, 128, 128]
-    monkeypatch.setattr(upconv7_mod, "WINOGRAD_MIN_CHANNELS", 10**9)
+    monkeypatch.setattr(upconv7_mod, "USE_WINOGRAD", False)
     plain = grad()
     assert calls == [64, 128, 128]
     assert (fast - plain).abs().max() <= 1e-5 * plain.abs().max()
-    monkeypatch.setattr(upconv7_mod, "WINOGRAD_MIN_CHANNELS", 64)
+    monkeypatch.setattr(upconv7_mod, "USE_WINOGRAD", True)
     xd = x.double().requires_grad_(True)
     create_sr_model("upconv7").double()(xd).sum().backward()
     with torch.autocast("cpu", dtype=torch.bfloat16):

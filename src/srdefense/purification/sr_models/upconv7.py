@@ -312,7 +312,7 @@ WINOGRAD_MIN_CHANNELS = 64
 Both paths: inference and the autograd path (forward and input gradient).
 
 That is the three widest (64 -> 128, 128 -> 128, 128 -> 256), 94% of the multiply-adds.
-Read at each call, so setting it to a large value switches Winograd off.
+Read at each call; :data:`USE_WINOGRAD` switches Winograd on or off as a whole.
 """
 
 USE_WINOGRAD: bool | None = None
@@ -324,11 +324,11 @@ Why the CPU decides, measured with the same code, Winograd against oneDNN's dire
 convolutions, alternating in one run (``benchmarks/bench_adaptive.py``, batch 4 at 224):
 
 * 2-core AMD EPYC Zen 1 (AVX2): inference 1.23x faster, white-box step 1.14x faster;
-* 2-core AMD EPYC Zen 5 (AVX-512): inference 0.60x, step 0.59x, that is 1.7x slower. There
-  oneDNN's AVX-512 direct convolutions run at 335-345 GFLOP/s, 95% of its own GEMM (360),
-  while ``torch.bmm`` (MKL, which takes its AVX2 code on AMD) reaches 160 GFLOP/s and even
-  oneDNN's matmul for the products left the transforms' memory passes too dear (1.05 s
-  against 0.77 s for the whole network).
+* 2-core AMD EPYC Zen 5 (AVX-512): inference 0.60-0.64x, step 0.55-0.59x, that is 1.7x
+  slower. There oneDNN's AVX-512 direct convolutions run at 335-370 GFLOP/s, near its own
+  GEMM (350-420), while ``torch.bmm`` (MKL, which takes its AVX2 code on AMD) reaches 140-190
+  GFLOP/s; even with oneDNN's matmul for the products, at the best band size (512 tiles),
+  the transforms' memory passes left the whole network at 0.78 s against 0.66 s direct.
 """
 
 
