@@ -29,9 +29,13 @@ Edges = dict[str, dict[str, list[str]]]
 
 
 def module_files(src: Path = SRC, package: str = PACKAGE) -> dict[str, Path]:
-    """Every module of ``package`` under ``src``, by dotted name (a package by its own name)."""
+    """Every module of ``package`` under ``src``, by dotted name (a package by its own name).
+
+    A compiled extension counts by its type stub (``.pyi`` with no ``.py`` beside it).
+    """
     out: dict[str, Path] = {}
-    for path in sorted((src / package).rglob("*.py")):
+    stubs = [p for p in (src / package).rglob("*.pyi") if not p.with_suffix(".py").exists()]
+    for path in sorted([*(src / package).rglob("*.py"), *stubs]):
         parts = list(path.relative_to(src).with_suffix("").parts)
         if parts[-1] == "__init__":
             parts.pop()

@@ -46,10 +46,12 @@ def test_graph_counts_type_checking_imports_and_names_submodules_only(tmp_path: 
     (pkg / "__init__.py").write_text("")
     (pkg / "a.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .b import x\n")
     (pkg / "b.py").write_text("from pkg import c\n")
-    (pkg / "c.py").write_text("")
+    (pkg / "c.py").write_text("from . import _ext\n")
+    (pkg / "_ext.pyi").write_text("def f() -> None: ...\n")  # a compiled extension's stub
     edges = import_edges(module_files(tmp_path, "pkg"), type_checking=True, package_edges=False)
     assert set(edges["pkg.a"]) == {"pkg.b"}
     assert set(edges["pkg.b"]) == {"pkg.c"}  # the submodule, not the package
+    assert set(edges["pkg.c"]) == {"pkg._ext"}  # the extension, not the package
 
 
 def test_cycle_finder_finds_a_cycle():
