@@ -18,7 +18,8 @@ $(VENV)/.torch:
 	$(PIP) install $(TORCH_INDEX_ARG) "$(TORCH_SPEC)"
 	touch $@
 
-$(VENV)/.installed: $(VENV)/.torch pyproject.toml
+# setup.py and the C source: a change rebuilds the compiled Winograd kernel (pip install -e)
+$(VENV)/.installed: $(VENV)/.torch pyproject.toml setup.py src/srdefense/purification/sr_models/_winograd_avx512.c
 	$(PIP) install -e ".[serve]"
 	touch $@
 

@@ -1,7 +1,8 @@
 """Winograd F(2x2, 3x3) of upconv7's float32 paths (inference and autograd): equal to the
 direct convolution to float rounding on every band split and odd edge, gradients included,
 parameter gradients only when asked, used for exactly the wide layers (its threshold), switched off by
-``USE_WINOGRAD``; on by default only where oneDNN has no AVX-512 convolutions."""
+``USE_WINOGRAD``; on by default where oneDNN has no AVX-512 convolutions or the compiled kernel
+runs (its own tests: ``test_winograd_native.py``)."""
 
 from __future__ import annotations
 
@@ -197,30 +198,33 @@ def test_upconv7_gradient_runs_its_wide_layers_by_winograd(monkeypatch):
         assert wino == [False] * 3 + [True] * 3 + [False]
 
 
-def test_by_default_winograd_runs_only_where_onednn_lacks_avx512(monkeypatch):
-    """``USE_WINOGRAD = None``: off where oneDNN has AVX-512 convolutions (there its direct
-    convolutions were 1.7x faster), on elsewhere; in both the inference and the gradient path."""
+@pytest.mark.parametrize(("avx512", "use_native"), [(True, False), (True, True), (False, False)])
+def test_by_default_winograd_runs_where_it_beats_onednn(monkeypatch, avx512, use_native):
+    """``USE_WINOGRAD = None``: on where oneDNN has no AVX-512 convolutions, and on AVX-512 CPUs
+    only where the compiled kernel runs (there the PyTorch Winograd lost 1.7x to oneDNN's direct
+    convolutions); in both the inference and the gradient path."""
     if not upconv7_mod._HAS_FUSED:
         pytest.skip("this PyTorch build has no oneDNN fused convolution (the plain path runs)")
     monkeypatch.setattr(upconv7_mod, "USE_WINOGRAD", None)
+    monkeypatch.setattr(upconv7_mod, "avx512_conv_kernels", lambda: avx512)
+    monkeypatch.setattr(winograd, "USE_NATIVE", use_native)
     net = create_sr_model("upconv7")
     x = torch.rand(1, 3, 8, 9, generator=torch.Generator().manual_seed(1))
     calls: list[str] = []
     fwd, grad = winograd.conv3x3_leaky, winograd.conv3x3_leaky_autograd
     monkeypatch.setattr(winograd, "conv3x3_leaky", lambda *a: calls.append("fwd") or fwd(*a))
     monkeypatch.setattr(winograd, "conv3x3_leaky_autograd", lambda *a: calls.append("grad") or grad(*a))
+    # the real answer of this machine where the kernel is asked for: built, and the CPU has AVX-512F
+    on_expected = not avx512 or (use_native and winograd.native_available())
     # on: 3 inference layers, then 3 autograd layers (each running the kernel), then 3 backward
     on = ["fwd"] * 3 + ["grad", "fwd"] * 3 + ["fwd"] * 3
-    for avx512, expected in ((True, []), (False, on)):
-        monkeypatch.setattr(upconv7_mod, "avx512_conv_kernels", lambda avx512=avx512: avx512)
-        calls.clear()
-        assert upconv7_mod.winograd_enabled() is not avx512
-        with torch.no_grad():
-            net(x)
-        net(x.clone().requires_grad_(True)).sum().backward()
-        assert calls == expected
-        wino = [u is not None for _, _, u in net._fused_weights(torch.float32)]
-        assert wino == [False] * 3 + [not avx512] * 3 + [False]
+    assert upconv7_mod.winograd_enabled() is on_expected
+    with torch.no_grad():
+        net(x)
+    net(x.clone().requires_grad_(True)).sum().backward()
+    assert calls == (on if on_expected else [])
+    wino = [u is not None for _, _, u in net._fused_weights(torch.float32)]
+    assert wino == [False] * 3 + [on_expected] * 3 + [False]
     monkeypatch.setattr(upconv7_mod, "USE_WINOGRAD", False)  # forced off, on any CPU
     assert not upconv7_mod.winograd_enabled()
 

@@ -167,11 +167,12 @@ class UpConv7(nn.Module):
     def _fused_body(self, x: Tensor, dtype: torch.dtype) -> Tensor:
         """The seven convolutions on a padded NHWC input: returns the 12-channel phase output.
 
-        In float32, where :func:`winograd_enabled` (CPUs whose oneDNN has no AVX-512
-        convolutions), the three widest run by Winograd F(2x2, 3x3) (:mod:`.winograd`): measured
-        on a 2-core AMD EPYC (Zen 1), batch 4 at 224, best of five alternating runs, 2.82 s
-        against 3.47 s with oneDNN's direct convolutions for all (1.23x), and 12.7 s against
-        15.4 s on one 1024 x 768 tile (1.21x). The others, with fewer channels, gain nothing.
+        In float32, where :func:`winograd_enabled`, the three widest run by Winograd
+        F(2x2, 3x3) (:mod:`.winograd`). Measured on a 2-core AMD EPYC, batch 4 at 224, against
+        oneDNN's direct convolutions for all: on a Zen 1 (AVX2, the PyTorch Winograd code)
+        2.82 s against 3.47 s (1.23x), and 12.7 s against 15.4 s on one 1024 x 768 tile (1.21x);
+        on a Zen 5 (AVX-512, the compiled kernel) 0.41-0.52 s against 0.56-0.75 s. The others,
+        with fewer channels, gain nothing.
         """
         op = torch.ops.mkldnn._convolution_pointwise
         *body, (k, b, _) = self._fused_weights(dtype)
@@ -317,18 +318,23 @@ Read at each call; :data:`USE_WINOGRAD` switches Winograd on or off as a whole.
 
 USE_WINOGRAD: bool | None = None
 """Whether upconv7's float32 CPU paths use Winograd at all: ``True`` or ``False`` forces it;
-``None`` (the default) uses it only where oneDNN has no AVX-512 float32 convolutions
-(:func:`srdefense._onednn.avx512_conv_kernels`). Read at each call.
+``None`` (the default) uses it where the compiled AVX-512 kernel runs
+(:func:`.winograd.native_available`) and where oneDNN has no AVX-512 float32 convolutions
+(:func:`srdefense._onednn.avx512_conv_kernels`), that is everywhere but on an AVX-512 CPU
+without the compiled kernel. Read at each call.
 
-Why the CPU decides, measured with the same code, Winograd against oneDNN's direct
-convolutions, alternating in one run (``benchmarks/bench_adaptive.py``, batch 4 at 224):
+Why, measured with the same network, Winograd against oneDNN's direct convolutions
+(``benchmarks/bench_adaptive.py`` and ``benchmarks/bench_sr_onnx.py``, batch 4 at 224):
 
-* 2-core AMD EPYC Zen 1 (AVX2): inference 1.23x faster, white-box step 1.14x faster;
-* 2-core AMD EPYC Zen 5 (AVX-512): inference 0.60-0.64x, step 0.55-0.59x, that is 1.7x
-  slower. There oneDNN's AVX-512 direct convolutions run at 335-370 GFLOP/s, near its own
-  GEMM (350-420), while ``torch.bmm`` (MKL, which takes its AVX2 code on AMD) reaches 140-190
-  GFLOP/s; even with oneDNN's matmul for the products, at the best band size (512 tiles),
-  the transforms' memory passes left the whole network at 0.78 s against 0.66 s direct.
+* 2-core AMD EPYC Zen 1 (AVX2), Winograd in PyTorch code: inference 1.23x faster,
+  white-box step 1.14x faster;
+* 2-core AMD EPYC Zen 5 (AVX-512), Winograd in PyTorch code: inference 0.60-0.64x, step
+  0.55-0.59x, that is 1.7x slower. There oneDNN's AVX-512 direct convolutions run at
+  335-370 GFLOP/s, near its own GEMM (350-420), while ``torch.bmm`` (MKL, which takes its AVX2
+  code on AMD) reaches 140-190 GFLOP/s, and the transforms' memory passes cost the rest;
+* the same Zen 5 with the compiled kernel: the three wide layers 2.1-2.6x faster than oneDNN
+  (795-860 equivalent GFLOP/s on the widest, against a measured FMA peak of 462), the whole
+  network 1.36x onnxruntime's speed on the same ONNX weights.
 """
 
 
@@ -336,7 +342,7 @@ def winograd_enabled() -> bool:
     """Whether upconv7's float32 CPU paths run their wide layers by Winograd now (:data:`USE_WINOGRAD`)."""
     if USE_WINOGRAD is not None:
         return USE_WINOGRAD
-    return not avx512_conv_kernels()
+    return winograd.native_available() or not avx512_conv_kernels()
 
 
 def upconv7_flops(height: int, width: int, batch: int = 1) -> int:
