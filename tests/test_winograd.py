@@ -30,11 +30,13 @@ def _reference(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tenso
     return F.leaky_relu(F.conv2d(x.double(), w.double(), b.double()), 0.1)
 
 
+@pytest.mark.parametrize("pad", [0, 2])
 @pytest.mark.parametrize("tiles_per_band", [1, 5, 13, 2048])
 @pytest.mark.parametrize("shape", [(3, 12, 10), (2, 9, 14), (1, 11, 7), (2, 3, 3), (1, 4, 21)])
-def test_equals_direct_convolution(monkeypatch, tiles_per_band, shape):
+def test_equals_direct_convolution(monkeypatch, tiles_per_band, shape, pad):
     """Bands of part of a tile row, several rows, several images, a last short band; odd rows
-    and columns (the thin direct strips); the smallest input (one output pixel)."""
+    and columns (the thin direct strips); the smallest input (one output pixel); the VALID and
+    the full (``pad=2``, as in the backward pass) convolution."""
     n, h, w = shape
     g = torch.Generator().manual_seed(h * 100 + w)
     x = torch.randn(n, 24, h, w, generator=g).contiguous(memory_format=torch.channels_last)
@@ -42,8 +44,8 @@ def test_equals_direct_convolution(monkeypatch, tiles_per_band, shape):
     bias = torch.randn(40, generator=g)
     monkeypatch.setattr(winograd, "TILES_PER_BAND", tiles_per_band)
     w_nhwc = weight.contiguous(memory_format=torch.channels_last)
-    y = winograd.conv3x3_leaky(x, w_nhwc, winograd.winograd_weight(weight), bias, 0.1)
-    ref = _reference(x, weight, bias)
+    y = winograd.conv3x3_leaky(x, w_nhwc, winograd.winograd_weight(weight), bias, 0.1, pad)
+    ref = F.leaky_relu(F.conv2d(x.double(), weight.double(), bias.double(), padding=pad), 0.1)
     assert y.shape == ref.shape and y.dtype == torch.float32
     assert y.is_contiguous(memory_format=torch.channels_last)
     scale = ref.abs().max().item()
@@ -212,7 +214,7 @@ def test_by_default_winograd_runs_where_it_beats_onednn(monkeypatch, avx512, use
     x = torch.rand(1, 3, 8, 9, generator=torch.Generator().manual_seed(1))
     calls: list[str] = []
     fwd, grad = winograd.conv3x3_leaky, winograd.conv3x3_leaky_autograd
-    monkeypatch.setattr(winograd, "conv3x3_leaky", lambda *a: calls.append("fwd") or fwd(*a))
+    monkeypatch.setattr(winograd, "conv3x3_leaky", lambda *a, **k: calls.append("fwd") or fwd(*a, **k))
     monkeypatch.setattr(winograd, "conv3x3_leaky_autograd", lambda *a: calls.append("grad") or grad(*a))
     # the real answer of this machine where the kernel is asked for: built, and the CPU has AVX-512F
     on_expected = not avx512 or (use_native and winograd.native_available())

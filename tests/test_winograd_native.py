@@ -1,6 +1,7 @@
 """The compiled AVX-512 Winograd kernel (``_winograd_avx512.c``) behind ``winograd.conv3x3_leaky``:
 built at install where a C compiler exists; equal to float64 direct convolution on odd sizes,
-partial bands and every channel count the network uses, with and without bias and LeakyReLU;
+partial bands and every channel count the network uses, with and without bias, LeakyReLU and
+zero padding;
 bit for bit the same on any number of threads; equal to the PyTorch Winograd path; used exactly
 where it fits, and never where ``ONEDNN_MAX_CPU_ISA`` caps the process below AVX-512; bad
 arguments refused with a message."""
@@ -32,14 +33,14 @@ def _case(n: int, c: int, k: int, h: int, w: int, seed: int, bias: bool = True):
     return x, weight, b
 
 
-def _reference(x, weight, b, slope):
-    y = F.conv2d(x.double(), weight.double(), None if b is None else b.double())
+def _reference(x, weight, b, slope, pad=0):
+    y = F.conv2d(x.double(), weight.double(), None if b is None else b.double(), padding=pad)
     return y if slope is None else F.leaky_relu(y, slope)
 
 
-def _run(x, weight, b, slope):
+def _run(x, weight, b, slope, pad=0):
     w_nhwc = weight.contiguous(memory_format=torch.channels_last)
-    return winograd.conv3x3_leaky(x, w_nhwc, winograd.winograd_weight(weight), b, slope)
+    return winograd.conv3x3_leaky(x, w_nhwc, winograd.winograd_weight(weight), b, slope, pad)
 
 
 @pytest.fixture
@@ -48,9 +49,9 @@ def native_calls(monkeypatch):
     calls: list[int] = []
     real = winograd._native_conv
 
-    def counting(x, u, bias, slope):
+    def counting(x, u, bias, slope, pad=0):
         calls.append(x.shape[1])
-        return real(x, u, bias, slope)
+        return real(x, u, bias, slope, pad)
 
     monkeypatch.setattr(winograd, "_native_conv", counting)
     return calls
@@ -69,21 +70,23 @@ def test_the_kernel_was_built_where_a_c_compiler_exists():
 
 @needs_native
 @pytest.mark.parametrize(
-    ("n", "c", "k", "h", "w", "bias", "slope"),
+    ("n", "c", "k", "h", "w", "bias", "slope", "pad"),
     [
-        (1, 16, 64, 3, 3, True, 0.1),  # one output pixel: one partial tile
-        (2, 16, 64, 5, 8, True, 0.1),  # odd output rows, even columns
-        (1, 64, 128, 9, 7, False, 0.1),  # no bias
-        (3, 32, 128, 17, 20, True, None),  # no LeakyReLU: the plain convolution
-        (1, 128, 128, 26, 27, True, 0.2),  # 300 tiles: several bands, the last one short
-        (4, 128, 256, 30, 31, True, 0.1),  # the network's widest layer, odd columns
-        (2, 256, 128, 11, 12, False, None),  # the backward pass's input gradient of that layer
+        (1, 16, 64, 3, 3, True, 0.1, 0),  # one output pixel: one partial tile
+        (2, 16, 64, 5, 8, True, 0.1, 0),  # odd output rows, even columns
+        (1, 64, 128, 9, 7, False, 0.1, 0),  # no bias
+        (3, 32, 128, 17, 20, True, None, 0),  # no LeakyReLU: the plain convolution
+        (1, 128, 128, 26, 27, True, 0.2, 0),  # 300 tiles: several bands, the last one short
+        (4, 128, 256, 30, 31, True, 0.1, 0),  # the network's widest layer, odd columns
+        (2, 256, 128, 11, 12, False, None, 2),  # the backward pass's input gradient of that layer
+        (1, 64, 64, 1, 2, True, 0.1, 2),  # padding only but for one row: every read at an edge
+        (2, 32, 64, 6, 9, True, None, 1),  # "same" padding
     ],
 )
-def test_equals_float64_direct_convolution(native_calls, n, c, k, h, w, bias, slope):
+def test_equals_float64_direct_convolution(native_calls, n, c, k, h, w, bias, slope, pad):
     x, weight, b = _case(n, c, k, h, w, seed=h * 100 + w, bias=bias)
-    y = _run(x, weight, b, slope)
-    ref = _reference(x, weight, b, slope)
+    y = _run(x, weight, b, slope, pad)
+    ref = _reference(x, weight, b, slope, pad)
     assert native_calls == [c]
     assert y.shape == ref.shape and y.dtype == torch.float32
     assert y.is_contiguous(memory_format=torch.channels_last)
@@ -115,12 +118,13 @@ def test_agrees_with_the_pytorch_winograd_path(monkeypatch, native_calls):
     """Both paths of ``conv3x3_leaky`` on the same inputs: the compiled one and, with
     ``USE_NATIVE`` off, the strided-tensor one."""
     x, weight, b = _case(2, 64, 128, 19, 14, seed=3)
-    fast = _run(x, weight, b, 0.1)
+    fast = [_run(x, weight, b, 0.1, pad) for pad in (0, 2)]
     monkeypatch.setattr(winograd, "USE_NATIVE", False)
     assert not winograd.native_available()
-    slow = _run(x, weight, b, 0.1)
-    assert native_calls == [64]
-    assert (fast - slow).abs().max().item() <= 1e-5 * slow.abs().max().item()
+    slow = [_run(x, weight, b, 0.1, pad) for pad in (0, 2)]
+    assert native_calls == [64, 64]
+    for f, s in zip(fast, slow, strict=True):
+        assert f.shape == s.shape and (f - s).abs().max().item() <= 1e-5 * s.abs().max().item()
 
 
 @needs_native
@@ -180,20 +184,25 @@ def test_bad_arguments_are_refused():
     u = torch.zeros(16, 16, 64)
     y = torch.zeros(1, 2, 2, 64)
     ptrs = (x.data_ptr(), u.data_ptr(), 0, y.data_ptr())
-    for n, h, w, c, k, threads in [
-        (1, 4, 4, 24, 64, 1),  # C_in not a multiple of 16
-        (1, 4, 4, 16, 96, 1),  # C_out not a multiple of 64
-        (1, 2, 4, 16, 64, 1),  # smaller than the kernel
-        (0, 4, 4, 16, 64, 1),  # no image
-        (1, 4, 4, 16, 64, 0),  # no thread
+    for n, h, w, c, k, pad, threads in [
+        (1, 4, 4, 24, 64, 0, 1),  # C_in not a multiple of 16
+        (1, 4, 4, 16, 96, 0, 1),  # C_out not a multiple of 64
+        (1, 2, 4, 16, 64, 0, 1),  # smaller than the kernel
+        (1, 4, 4, 16, 64, 3, 1),  # more padding than a full convolution's
+        (0, 4, 4, 16, 64, 0, 1),  # no image
+        (1, 4, 4, 16, 64, 0, 0),  # no thread
     ]:
-        with pytest.raises(ValueError, match=rf"multiple of 16, C_out a multiple of 64.*n={n} h={h} w={w}"):
-            kernel.conv3x3_leaky(*ptrs, n, h, w, c, k, 0.1, True, threads)
+        msg = rf"multiple of 16, C_out a multiple of 64.*n={n} h={h} w={w} pad={pad}"
+        with pytest.raises(ValueError, match=msg):
+            kernel.conv3x3_leaky(*ptrs, n, h, w, c, k, pad, 0.1, True, threads)
     with pytest.raises(ValueError, match="null data address"):
-        kernel.conv3x3_leaky(0, *ptrs[1:], 1, 4, 4, 16, 64, 0.1, True, 1)
-    with pytest.raises(ValueError, match=r"x: expected H, W >= 3 for a VALID 3x3 convolution, got 2 x 5"):
-        winograd.conv3x3_leaky(torch.zeros(1, 16, 2, 5), torch.zeros(64, 16, 3, 3), u, None, 0.1)
+        kernel.conv3x3_leaky(0, *ptrs[1:], 1, 4, 4, 16, 64, 0, 0.1, True, 1)
+    w16 = torch.zeros(64, 16, 3, 3)
+    with pytest.raises(ValueError, match=r"x: expected H, W >= 3 for a 3x3 convolution with pad=0, got 2x5"):
+        winograd.conv3x3_leaky(torch.zeros(1, 16, 2, 5), w16, u, None, 0.1)
+    with pytest.raises(ValueError, match=r"pad: expected 0, 1 or 2, got 3"):
+        winograd.conv3x3_leaky(torch.zeros(1, 16, 2, 5), w16, u, None, 0.1, pad=3)
     # the extension itself does the work it was given: all-zero inputs, LeakyReLU, a bias of 0
     y.fill_(7.0)
-    kernel.conv3x3_leaky(*ptrs, 1, 4, 4, 16, 64, 0.1, True, 1)
+    kernel.conv3x3_leaky(*ptrs, 1, 4, 4, 16, 64, 0, 0.1, True, 1)
     assert torch.equal(y, torch.zeros_like(y))

@@ -1,5 +1,6 @@
 /*
- * Winograd F(2x2, 3x3) VALID convolution + bias + LeakyReLU for NHWC float32, AVX-512.
+ * Winograd F(2x2, 3x3) convolution (VALID, or with implicit zero padding) + bias + LeakyReLU for
+ * NHWC float32, AVX-512.
  *
  * The compiled counterpart of winograd.py's conv3x3_leaky (see that module for the algorithm
  * and for why it is written by hand). Each band of TILES 2x2 output tiles goes through the
@@ -33,13 +34,14 @@
 typedef struct {
     const float *x, *u, *bias;
     float *y;
-    long n, h, w, c, k, oh, ow, th, tw, ntiles, nbands;
+    long n, h, w, c, k, pad, oh, ow, th, tw, ntiles, nbands; /* h, w: the input's, unpadded */
     float slope;
     int leaky;
     long next; /* the next band to hand out (atomic) */
 } job_t;
 
-/* V[16][TILES][C] for tiles t0 .. t0 + rows - 1 (those past the end are zero). */
+/* V[16][TILES][C] for tiles t0 .. t0 + rows - 1 (those past the end are zero). Tile rows and
+   columns start at -pad in the input; whatever lies outside it reads as zero. */
 AVX512 static void input_transform(const job_t *j, long t0, long rows, float *v) {
     const long C = j->c, per_img = j->th * j->tw;
     const __m512 zero = _mm512_setzero_ps();
@@ -50,16 +52,25 @@ AVX512 static void input_transform(const job_t *j, long t0, long rows, float *v)
             for (int e = 0; e < 16; e++) memset(vi + (long)e * TILES * C, 0, (size_t)C * sizeof(float));
             continue;
         }
-        long img = t / per_img, r = t % per_img, y0 = 2 * (r / j->tw), x0 = 2 * (r % j->tw);
-        int inside = y0 + 4 <= j->h && x0 + 4 <= j->w;
-        const float *base = j->x + ((img * j->h + y0) * j->w + x0) * C;
+        long img = t / per_img, r = t % per_img;
+        long y0 = 2 * (r / j->tw) - j->pad, x0 = 2 * (r % j->tw) - j->pad;
+        int inside = y0 >= 0 && x0 >= 0 && y0 + 4 <= j->h && x0 + 4 <= j->w;
+        const float *img_x = j->x + img * j->h * j->w * C;
+        int valid[4][4]; /* which of the 4 x 4 inputs lie inside the image */
+        for (int a = 0; a < 4; a++)
+            for (int b = 0; b < 4; b++)
+                valid[a][b] = inside || (y0 + a >= 0 && y0 + a < j->h && x0 + b >= 0 && x0 + b < j->w);
         for (long cb = 0; cb < C; cb += 16) {
             __m512 d[4][4];
-            for (int a = 0; a < 4; a++)
-                for (int b = 0; b < 4; b++)
-                    d[a][b] = (inside || (y0 + a < j->h && x0 + b < j->w))
-                                  ? _mm512_loadu_ps(base + (a * j->w + b) * C + cb)
-                                  : zero;
+            if (inside) { /* the common case: no test per load */
+                const float *base = img_x + (y0 * j->w + x0) * C + cb;
+                for (int a = 0; a < 4; a++)
+                    for (int b = 0; b < 4; b++) d[a][b] = _mm512_loadu_ps(base + (a * j->w + b) * C);
+            } else {
+                for (int a = 0; a < 4; a++)
+                    for (int b = 0; b < 4; b++)
+                        d[a][b] = valid[a][b] ? _mm512_loadu_ps(img_x + ((y0 + a) * j->w + x0 + b) * C + cb) : zero;
+            }
             __m512 s[4][4];
             for (int b = 0; b < 4; b++) { /* B^T d: along the rows */
                 s[0][b] = _mm512_sub_ps(d[0][b], d[2][b]);
@@ -173,24 +184,27 @@ static PyObject *py_cpu_supported(PyObject *self, PyObject *args) {
     return PyBool_FromLong(cpu_supported());
 }
 
-/* conv3x3_leaky(x, u, bias, y, n, h, w, c, k, slope, leaky, threads): addresses as integers. */
+/* conv3x3_leaky(x, u, bias, y, n, h, w, c, k, pad, slope, leaky, threads): addresses as integers. */
 static PyObject *py_conv3x3_leaky(PyObject *self, PyObject *args) {
     (void)self;
     unsigned long long x, u, bias, y;
-    long n, h, w, c, k, threads;
+    long n, h, w, c, k, pad, threads;
     double slope;
     int leaky;
-    if (!PyArg_ParseTuple(args, "KKKKllllldpl", &x, &u, &bias, &y, &n, &h, &w, &c, &k, &slope, &leaky, &threads))
+    if (!PyArg_ParseTuple(args, "KKKKlllllldpl", &x, &u, &bias, &y, &n, &h, &w, &c, &k, &pad, &slope, &leaky,
+                          &threads))
         return NULL;
     if (!cpu_supported()) {
         PyErr_SetString(PyExc_RuntimeError, "conv3x3_leaky: this CPU has no AVX-512F");
         return NULL;
     }
-    if (n < 1 || h < 3 || w < 3 || c < 16 || c % 16 || k < NR || k % NR || threads < 1) {
+    if (n < 1 || pad < 0 || pad > 2 || h < 1 || w < 1 || h + 2 * pad < 3 || w + 2 * pad < 3 || c < 16 || c % 16 ||
+        k < NR || k % NR || threads < 1) {
         PyErr_Format(PyExc_ValueError,
-                     "conv3x3_leaky: expected n >= 1, h, w >= 3, C_in a multiple of 16, C_out a multiple of %d "
-                     "and threads >= 1; got n=%ld h=%ld w=%ld C_in=%ld C_out=%ld threads=%ld",
-                     NR, n, h, w, c, k, threads);
+                     "conv3x3_leaky: expected n >= 1, 0 <= pad <= 2, h, w >= 1 and h + 2 pad, w + 2 pad >= 3, "
+                     "C_in a multiple of 16, C_out a multiple of %d and threads >= 1; "
+                     "got n=%ld h=%ld w=%ld pad=%ld C_in=%ld C_out=%ld threads=%ld",
+                     NR, n, h, w, pad, c, k, threads);
         return NULL;
     }
     if (!x || !u || !y) {
@@ -202,8 +216,8 @@ static PyObject *py_conv3x3_leaky(PyObject *self, PyObject *args) {
     j.u = (const float *)(uintptr_t)u;
     j.bias = bias ? (const float *)(uintptr_t)bias : NULL;
     j.y = (float *)(uintptr_t)y;
-    j.n = n, j.h = h, j.w = w, j.c = c, j.k = k;
-    j.oh = h - 2, j.ow = w - 2, j.th = (j.oh + 1) / 2, j.tw = (j.ow + 1) / 2;
+    j.n = n, j.h = h, j.w = w, j.c = c, j.k = k, j.pad = pad;
+    j.oh = h + 2 * pad - 2, j.ow = w + 2 * pad - 2, j.th = (j.oh + 1) / 2, j.tw = (j.ow + 1) / 2;
     j.ntiles = n * j.th * j.tw;
     j.nbands = (j.ntiles + TILES - 1) / TILES;
     j.slope = (float)slope;
@@ -231,8 +245,8 @@ static PyObject *py_tiles_per_band(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"conv3x3_leaky", py_conv3x3_leaky, METH_VARARGS,
-     "conv3x3_leaky(x, u, bias, y, n, h, w, c, k, slope, leaky, threads): NHWC float32 Winograd F(2x2, 3x3) "
-     "VALID convolution, bias and LeakyReLU on raw data addresses (see winograd.py)."},
+     "conv3x3_leaky(x, u, bias, y, n, h, w, c, k, pad, slope, leaky, threads): NHWC float32 Winograd F(2x2, 3x3) "
+     "convolution (zero padding pad on every side), bias and LeakyReLU on raw data addresses (see winograd.py)."},
     {"cpu_supported", py_cpu_supported, METH_NOARGS, "cpu_supported(): whether this CPU has AVX-512F and FMA."},
     {"tiles_per_band", py_tiles_per_band, METH_NOARGS, "tiles_per_band(): the 2x2 output tiles per band."},
     {NULL, NULL, 0, NULL}};

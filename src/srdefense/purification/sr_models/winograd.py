@@ -96,15 +96,16 @@ def native_available() -> bool:
     return _native is not None and USE_NATIVE and bool(_native.cpu_supported()) and avx512_conv_kernels()
 
 
-def _native_fits(x: Tensor, u: Tensor, bias: Tensor | None) -> bool:
+def _native_fits(x: Tensor, u: Tensor, bias: Tensor | None, pad: int = 0) -> bool:
     """Whether this call can run on the compiled kernel."""
     n, c, h, w = x.shape
     ci, co = NATIVE_ALIGN
     return (
         native_available()
         and n >= 1
-        and h >= 3
-        and w >= 3
+        and 0 <= pad <= 2
+        and h + 2 * pad >= 3
+        and w + 2 * pad >= 3
         and c % ci == 0
         and u.shape[2] % co == 0
         and x.device.type == u.device.type == "cpu"
@@ -114,14 +115,14 @@ def _native_fits(x: Tensor, u: Tensor, bias: Tensor | None) -> bool:
     )
 
 
-def _native_conv(x: Tensor, u: Tensor, bias: Tensor | None, slope: float | None) -> Tensor:
+def _native_conv(x: Tensor, u: Tensor, bias: Tensor | None, slope: float | None, pad: int = 0) -> Tensor:
     """:func:`conv3x3_leaky` on the compiled kernel (:func:`_native_fits` holds)."""
     assert _native is not None
     n, c, h, w = x.shape
     co = u.shape[2]
     u = u.contiguous()
     b = None if bias is None else bias.contiguous()
-    out = torch.empty((n, h - 2, w - 2, co), dtype=x.dtype, device=x.device)
+    out = torch.empty((n, h + 2 * pad - 2, w + 2 * pad - 2, co), dtype=x.dtype, device=x.device)
     _native.conv3x3_leaky(
         x.data_ptr(),
         u.data_ptr(),
@@ -132,6 +133,7 @@ def _native_conv(x: Tensor, u: Tensor, bias: Tensor | None, slope: float | None)
         w,
         c,
         co,
+        pad,
         0.0 if slope is None else float(slope),
         slope is not None,
         torch.get_num_threads(),
@@ -139,18 +141,22 @@ def _native_conv(x: Tensor, u: Tensor, bias: Tensor | None, slope: float | None)
     return out.permute(0, 3, 1, 2)
 
 
-def conv3x3_leaky(x: Tensor, weight: Tensor, u: Tensor, bias: Tensor | None, slope: float | None) -> Tensor:
-    """VALID 3x3 convolution, bias and LeakyReLU(``slope``) by Winograd F(2x2, 3x3).
+def conv3x3_leaky(
+    x: Tensor, weight: Tensor, u: Tensor, bias: Tensor | None, slope: float | None, pad: int = 0
+) -> Tensor:
+    """3x3 convolution, bias and LeakyReLU(``slope``) by Winograd F(2x2, 3x3).
 
     Args:
-        x: ``(N, C_in, H, W)`` in channels-last memory format, ``H, W >= 3``.
+        x: ``(N, C_in, H, W)`` in channels-last memory format, ``H + 2 pad, W + 2 pad >= 3``.
         weight: the kernel, ``(C_out, C_in, 3, 3)`` (for the odd edges).
         u: :func:`winograd_weight` of the kernel, ``(16, C_in, C_out)``.
         bias: ``(C_out,)``, or ``None`` for none.
         slope: the LeakyReLU negative slope, or ``None`` for no activation.
+        pad: zeros around ``x`` on every side, 0 to 2 (0: the VALID convolution; 2: the full
+            one, as in the backward pass). The compiled kernel reads them without a padded copy.
 
     Returns:
-        ``(N, C_out, H - 2, W - 2)`` in channels-last memory format. No autograd of its own
+        ``(N, C_out, H + 2 pad - 2, W + 2 pad - 2)`` in channels-last memory format. No autograd of its own
         (see :func:`conv3x3_leaky_autograd`). On the compiled kernel (:func:`native_available`,
         for input channels in multiples of 16 and output channels in multiples of 64) the
         partial tiles of an odd last row or column read zeros past the edge and write only the
@@ -164,12 +170,19 @@ def conv3x3_leaky(x: Tensor, weight: Tensor, u: Tensor, bias: Tensor | None, slo
     n, c, h, w = x.shape
     if u.dim() != 3 or u.shape[:2] != (16, c):
         raise ValueError(f"u: expected (16, {c}, C_out) for {c} input channels, got {tuple(u.shape)}")
-    if h < 3 or w < 3:
-        raise ValueError(f"x: expected H, W >= 3 for a VALID 3x3 convolution, got {h} x {w}")
+    if pad not in (0, 1, 2):
+        raise ValueError(f"pad: expected 0, 1 or 2, got {pad!r}")
+    if h + 2 * pad < 3 or w + 2 * pad < 3:
+        least = 3 - 2 * pad
+        raise ValueError(f"x: expected H, W >= {least} for a 3x3 convolution with pad={pad}, got {h}x{w}")
     if x.requires_grad and torch.is_grad_enabled():
         raise ValueError("x requires grad, and conv3x3_leaky has no autograd: use conv3x3_leaky_autograd")
-    if _native_fits(x, u, bias):
-        return _native_conv(x, u, bias, slope)
+    if _native_fits(x, u, bias, pad):
+        return _native_conv(x, u, bias, slope, pad)
+    if pad:  # the PyTorch code reads a padded copy
+        xp = torch.zeros((n, h + 2 * pad, w + 2 * pad, c), dtype=x.dtype, device=x.device).permute(0, 3, 1, 2)
+        xp[:, :, pad : pad + h, pad : pad + w] = x
+        x, h, w = xp, h + 2 * pad, w + 2 * pad
     co = u.shape[2]
     ho, wo = h - 2, w - 2
     th, tw = ho // 2, wo // 2
@@ -248,9 +261,10 @@ def conv3x3_leaky_autograd(x: Tensor, weight: Tensor, bias: Tensor, slope: float
     """:func:`conv3x3_leaky` with autograd: the input gradient by Winograd too.
 
     The input gradient of a VALID 3x3 convolution is the full convolution of the output
-    gradient with the kernel flipped and transposed, so it runs through the same kernel on the
-    output gradient padded by 2. The LeakyReLU mask comes from the saved output (its sign is
-    that of the pre-activation, the slope being positive).
+    gradient with the kernel flipped and transposed, so it runs through the same kernel with a
+    zero padding of 2 (which the compiled kernel reads without making a padded copy). The
+    LeakyReLU mask comes from the saved output (its sign is that of the pre-activation, the
+    slope being positive), applied by PyTorch's fused ``leaky_relu_backward``.
 
     The weight and bias gradients use PyTorch's own convolution backward, and only when the
     backward pass will use them: a custom autograd function would otherwise compute them
@@ -297,15 +311,14 @@ class _Conv3x3Leaky(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad_y: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None, None]:
         x, weight, y = ctx.saved_tensors
-        g = torch.where(y > 0, grad_y, grad_y * ctx.slope)  # the gradient before the LeakyReLU
+        # the gradient before the LeakyReLU, in one pass (y > 0 where its input was)
+        g = torch.ops.aten.leaky_relu_backward(grad_y, y, ctx.slope, True)
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            n, co, ho, wo = g.shape
-            gp = torch.zeros((n, ho + 4, wo + 4, co), dtype=g.dtype, device=g.device).permute(0, 3, 1, 2)
-            gp[:, :, 2 : ho + 2, 2 : wo + 2] = g
+            g = g.contiguous(memory_format=torch.channels_last)
             wt = weight.detach().flip(2, 3).transpose(0, 1)  # (C_in, C_out, 3, 3)
             wt_cl = wt.contiguous(memory_format=torch.channels_last)
-            grad_x = conv3x3_leaky(gp, wt_cl, winograd_weight(wt), None, None)
+            grad_x = conv3x3_leaky(g, wt_cl, winograd_weight(wt), None, None, pad=2)
         if _will_run(ctx.param_nodes, ctx.needs_input_grad[1:3]):
             grad_w, grad_b = _param_grads(g, x, weight, ctx.needs_input_grad[1], ctx.needs_input_grad[2])
         return grad_x, grad_w, grad_b, None
