@@ -18,8 +18,9 @@ $(VENV)/.torch:
 	$(PIP) install $(TORCH_INDEX_ARG) "$(TORCH_SPEC)"
 	touch $@
 
-# setup.py and the C source: a change rebuilds the compiled Winograd kernel (pip install -e)
-$(VENV)/.installed: $(VENV)/.torch pyproject.toml setup.py src/srdefense/purification/sr_models/_winograd_avx512.c
+# setup.py and the C sources: a change rebuilds the compiled kernels (pip install -e)
+$(VENV)/.installed: $(VENV)/.torch pyproject.toml setup.py src/srdefense/purification/sr_models/_winograd_avx512.c \
+		src/srdefense/purification/wavelet/_haar_native.c
 	$(PIP) install -e ".[serve]"
 	touch $@
 

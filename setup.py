@@ -1,11 +1,16 @@
-"""Build script for the one compiled part of srdefense; everything else is in pyproject.toml.
+"""Build script for the two compiled parts of srdefense; everything else is in pyproject.toml.
 
-The AVX-512 Winograd kernel of upconv7 (``srdefense/purification/sr_models/_winograd_avx512.c``)
-is an optional extension: on a platform that is not x86-64, or where the C compiler fails, the
-install goes on without it and ``winograd.py`` runs its PyTorch code instead. It needs no
-headers but Python's. Only its kernel functions are compiled for AVX-512F (a ``target``
-attribute), so the module imports on any x86-64 CPU and runs its kernel only on those with
-AVX-512F.
+Both are optional extensions: where the C compiler fails, the install goes on without them and
+the PyTorch code runs instead.
+
+* the wavelet denoiser's 2-tap kernel (``srdefense/purification/wavelet/_haar_native.c``),
+  plain C, built wherever POSIX threads are;
+* the AVX-512 Winograd kernel of upconv7 (``srdefense/purification/sr_models/_winograd_avx512.c``),
+  on x86-64 only. Only its kernel functions are compiled for AVX-512F (a ``target``
+  attribute), so the module imports on any x86-64 CPU and runs its kernel only on those with
+  AVX-512F.
+
+Neither needs headers but Python's.
 """
 
 import platform
@@ -13,14 +18,27 @@ import sys
 
 from setuptools import Extension, setup
 
+# OpenMP on Linux: the kernels then share PyTorch's own libgomp threads (see run_workers in the
+# C files); elsewhere they start POSIX threads of their own
+threads = ["-fopenmp"] if sys.platform.startswith("linux") else ["-pthread"]
 ext_modules = []
+if sys.platform != "win32":  # plain C with POSIX threads or OpenMP
+    ext_modules.append(
+        Extension(
+            "srdefense.purification.wavelet._haar_native",
+            sources=["src/srdefense/purification/wavelet/_haar_native.c"],
+            extra_compile_args=["-O3", "-std=c11", *threads],
+            extra_link_args=threads,
+            optional=True,
+        )
+    )
 if platform.machine().lower() in ("x86_64", "amd64") and sys.platform != "win32":
     ext_modules.append(
         Extension(
             "srdefense.purification.sr_models._winograd_avx512",
             sources=["src/srdefense/purification/sr_models/_winograd_avx512.c"],
-            extra_compile_args=["-O3", "-pthread", "-std=c11"],
-            extra_link_args=["-pthread"],
+            extra_compile_args=["-O3", "-std=c11", *threads],
+            extra_link_args=threads,
             optional=True,
         )
     )

@@ -7,10 +7,10 @@
 
 (a) is printed twice: with glibc's default allocator settings (whose adaptive mmap threshold
 makes large temporaries page-fault on some runs and not others: a bimodal time), then with the
-process tuning that the ``srdefense`` command applies to its own process
-(:mod:`srdefense._malloc`: glibc's thresholds and PyTorch's huge pages); (b) is measured after
-the tuning. The tuned part runs in a child process, since PyTorch reads its huge-page switch
-once, at its first allocation.
+allocator tuning that the ``srdefense`` command applies to its own process
+(:mod:`srdefense._malloc`); (b) is measured after the tuning. The tuned part runs in a fresh
+child process, as the command does, so the parent's allocations leave nothing behind for it
+(set ``THP_MEM_ALLOC_ENABLE=1`` in the environment to time PyTorch's huge pages as well).
 
 ``--unlucky-allocator`` runs (a) only, with glibc's thresholds pinned at their smallest (every
 large temporary freshly mmapped), the state that made the time bimodal before the wavelet code
@@ -58,7 +58,7 @@ def _print(title: str, figures: dict[str, object]) -> None:
 def main() -> None:
     if "--tuned" in sys.argv:  # the child: tuned before its first tensor
         applied = tune_malloc()
-        label = "process tuned as by the srdefense command"
+        label = "allocator tuned as by the srdefense command"
         wavelet = bench_wavelet(n=64, size=224)
         _print(f"(a) wavelet denoising, 64 photos 224x224, 2 threads, {label} (applied: {applied})", wavelet)
         sr = bench_upconv7(batch=4, size=224, threads=2)

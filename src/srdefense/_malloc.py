@@ -5,21 +5,15 @@ fresh ``mmap`` pages and returns them on ``free``, so every large temporary tens
 faults; the threshold adapts to the history of the process, which makes the same computation
 run at two speeds (measured here: wavelet denoising of 64 photos in 0.041 s or 0.105 s, with
 9.7k or 67k page faults per call). A fixed threshold of 32 MiB (glibc's maximum) and a high trim
-threshold keep temporaries on the heap.
+threshold keep temporaries on the heap. This changes process-wide state, so only the
+``srdefense`` command and the benchmarks call it; set ``SRDEFENSE_MALLOC_TUNING=0`` to skip.
 
-Tensors above that threshold (upconv7's activations at batch 4 are 100-400 MB) still come from
-``mmap`` and fault in 4 KiB pages: allocating and filling 209 MB took 62 ms against 6 ms to
-refill it. ``THP_MEM_ALLOC_ENABLE=1``, PyTorch's own switch (c10's CPU allocator), aligns
-tensors of 2 MiB and more to 2 MiB and asks for transparent huge pages
-(``madvise(MADV_HUGEPAGE)``, which the common ``madvise`` kernel setting honours): 9.5 ms there.
-It is set, unless the environment already sets it, for PyTorch to read at its first allocation,
-so this must run before any tensor is made. Measured on a 2-core AMD EPYC Zen 5 (a Firecracker
-VM): upconv7 1.25-1.6x faster in a loop of calls; the demo and a 12-megapixel photo unchanged
-(107-110 s, 49 s), since on that VM a process's first fresh 2 MiB pages fault in at about 3 ms
-each (the wavelet's first 3 or 4 calls slower, then faster than without).
-
-This changes process-wide state, so only the ``srdefense`` command and the benchmarks call it;
-set ``SRDEFENSE_MALLOC_TUNING=0`` to skip.
+Tensors above that threshold still fault in 4 KiB pages. PyTorch's ``THP_MEM_ALLOC_ENABLE=1``
+(transparent huge pages for tensors of 2 MiB and more, read once, at PyTorch's first
+allocation) is left to the user, not set here: measured on a 2-core AMD EPYC Zen 5 (a
+Firecracker VM), it made upconv7 1.25-1.6x faster in a loop of calls, left the demo and a
+12-megapixel photo unchanged, and made wavelet denoising 2-3x slower over a process's first
+calls, since there a fresh 2 MiB page faults in at about 3 ms.
 """
 
 from __future__ import annotations
@@ -36,10 +30,9 @@ _TRIM_THRESHOLD = 512 * 1024 * 1024
 
 
 def tune_malloc() -> bool:
-    """Apply the tuning on Linux (huge pages) and glibc (``mallopt``); returns whether ``mallopt`` ran."""
+    """Apply the tuning on Linux with glibc; returns whether it was applied."""
     if os.environ.get("SRDEFENSE_MALLOC_TUNING", "1") == "0" or not sys.platform.startswith("linux"):
         return False
-    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     name = ctypes.util.find_library("c")
     if name is None:
         return False

@@ -184,6 +184,27 @@ static PyObject *py_cpu_supported(PyObject *self, PyObject *args) {
     return PyBool_FromLong(cpu_supported());
 }
 
+/* Run worker(j) on `threads` threads. Built with OpenMP (Linux), the threads are those of the
+   OpenMP runtime already in the process: PyTorch's own libgomp, which the dynamic linker reuses
+   for this module's libgomp.so.1, so its spinning workers and these are the same threads; a
+   pool of our own would compete with them for the cores between PyTorch's operations (measured:
+   PyTorch's next operations up to 4x slower). Without OpenMP, POSIX threads. */
+static void run_workers(job_t *j, long threads) {
+#ifdef _OPENMP
+#pragma omp parallel num_threads((int)threads)
+    worker(j);
+#else
+    pthread_t tids[MAX_THREADS];
+    long started = 0;
+    for (long i = 1; i < threads; i++) {
+        if (pthread_create(&tids[started], NULL, worker, j) != 0) break; /* fewer threads: still correct */
+        started++;
+    }
+    worker(j);
+    for (long i = 0; i < started; i++) pthread_join(tids[i], NULL);
+#endif
+}
+
 /* conv3x3_leaky(x, u, bias, y, n, h, w, c, k, pad, slope, leaky, threads): addresses as integers. */
 static PyObject *py_conv3x3_leaky(PyObject *self, PyObject *args) {
     (void)self;
@@ -224,15 +245,8 @@ static PyObject *py_conv3x3_leaky(PyObject *self, PyObject *args) {
     j.leaky = leaky;
     if (threads > j.nbands) threads = j.nbands;
     if (threads > MAX_THREADS) threads = MAX_THREADS;
-    pthread_t tids[MAX_THREADS];
-    long started = 0;
     Py_BEGIN_ALLOW_THREADS;
-    for (long i = 1; i < threads; i++) {
-        if (pthread_create(&tids[started], NULL, worker, &j) != 0) break; /* fewer threads: still correct */
-        started++;
-    }
-    worker(&j);
-    for (long i = 0; i < started; i++) pthread_join(tids[i], NULL);
+    run_workers(&j, threads);
     Py_END_ALLOW_THREADS;
     if (j.next < j.nbands) return PyErr_NoMemory(); /* no thread got its buffers */
     Py_RETURN_NONE;

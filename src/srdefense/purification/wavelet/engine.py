@@ -4,9 +4,18 @@
 a level kernel (:class:`~.transform.SymmetricKernel` for any wavelet, :class:`~.haar.HaarKernel`
 for 2-tap ones) and the shrinkage rules of :mod:`.shrink`. :func:`_denoise_batch` maps image
 channels to planes (:mod:`.channels`), runs the engine and maps back.
+
+Float32 inference with a 2-tap wavelet and soft thresholding (the paper's setting) runs on a
+compiled kernel where it was built (``_haar_native.c``, :func:`native_available`): it takes
+each plane through every level while the plane is in the core's cache, where the PyTorch code
+makes a pass over a block of planes per elementary step. Written by hand because no library
+does this: PyWavelets and scikit-image run one level of one image per call in float64, and
+PyTorch has no wavelet transform.
 """
 
 from __future__ import annotations
+
+from types import ModuleType
 
 import pywt
 import torch
@@ -20,6 +29,72 @@ from .transform import SymmetricKernel, _finest_diagonal_exact, _max_level, _Tap
 from .workspace import Buffers, Workspace
 
 Kernel = SymmetricKernel | HaarKernel
+
+_native: ModuleType | None
+try:
+    from . import _haar_native as _native
+except ImportError:  # not built: no C compiler at install time
+    _native = None
+
+USE_NATIVE = True
+"""Whether :func:`denoise_planes` may use the compiled 2-tap kernel (see :func:`native_available`)."""
+
+
+def native_available() -> bool:
+    """Whether the compiled 2-tap kernel (``_haar_native.c``) was built and :data:`USE_NATIVE` is set.
+
+    It then runs every float32 CPU inference call of :func:`denoise_planes` with a 2-tap wavelet
+    and soft thresholding; the other calls (float64, hard mode, longer wavelets, autograd) run
+    the PyTorch code, which it equals to float32 rounding.
+    """
+    return _native is not None and USE_NATIVE
+
+
+def _native_fits(x: Tensor, kernel: Kernel, levels: int, mode: str, inplace: bool) -> bool:
+    """Whether this :func:`denoise_planes` call can run on the compiled kernel."""
+    return (
+        native_available()
+        and inplace
+        and 1 <= levels <= 32
+        and mode == "soft"
+        and isinstance(kernel, HaarKernel)
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and x.dim() == 3
+    )
+
+
+def _native_denoise(
+    x: Tensor,
+    sigma: Tensor,
+    scale: Tensor | None,
+    kernel: HaarKernel,
+    levels: int,
+    method: str,
+    bufs: Buffers | None,
+) -> Tensor:
+    """:func:`denoise_planes` on the compiled kernel (:func:`_native_fits` holds)."""
+    assert _native is not None
+    b, h, wd = x.shape
+    x = x.contiguous()
+    sig = sigma.to(torch.float32).contiguous()
+    sc = None if scale is None else scale.to(torch.float32).contiguous()
+    out = torch.empty_like(x) if bufs is None else bufs.empty(("native",), (b, h, wd), x)
+    _native.denoise(
+        x.data_ptr(),
+        out.data_ptr(),
+        sig.data_ptr(),
+        0 if sc is None else sc.data_ptr(),
+        b,
+        h,
+        wd,
+        levels,
+        kernel.ana.flatten().tolist(),
+        kernel.syn.flatten().tolist(),
+        method == "VisuShrink",
+        torch.get_num_threads(),
+    )
+    return out
 
 
 def level_kernel(taps: _Taps, dtype: torch.dtype, device: torch.device) -> Kernel:
@@ -49,12 +124,17 @@ def denoise_planes(
     coefficients of ``x``, which equals rescaling, denoising and scaling back. A ``scale`` of 0
     marks a plane to leave unchanged; ``scale=None`` means 1. Without autograd the fresh
     coefficients are thresholded in place, and with buffers ``bufs`` the level temporaries
-    are reused across calls (the result may then be a view of one of them).
+    are reused across calls (the result may then be a view of one of them). Float32 CPU
+    inference with a 2-tap kernel in soft mode runs on the compiled kernel where it was built
+    (:func:`native_available`).
     """
     b, h, wd = x.shape
     inplace = not (torch.is_grad_enabled() and (x.requires_grad or sigma.requires_grad))
     if not inplace:
         bufs = None
+    if _native_fits(x, kernel, levels, mode, inplace):
+        assert isinstance(kernel, HaarKernel)
+        return _native_denoise(x, sigma, scale, kernel, levels, method, bufs)
     a = x
     coeffs: list[Tensor] = []
     for level in range(levels):
