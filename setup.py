@@ -10,7 +10,7 @@ the PyTorch code runs instead.
   attribute), so the module imports on any x86-64 CPU and runs its kernel only on those with
   AVX-512F.
 
-Neither needs headers but Python's.
+Neither needs headers but Python's and their shared ``src/srdefense/_kernel_threads.h``.
 """
 
 import platform
@@ -18,29 +18,27 @@ import sys
 
 from setuptools import Extension, setup
 
-# OpenMP on Linux: the kernels then share PyTorch's own libgomp threads (see run_workers in the
-# C files); elsewhere they start POSIX threads of their own
-threads = ["-fopenmp"] if sys.platform.startswith("linux") else ["-pthread"]
+# OpenMP on Linux: the kernels then share PyTorch's own libgomp threads (see
+# src/srdefense/_kernel_threads.h); elsewhere they start POSIX threads of their own
+THREADS = ["-fopenmp"] if sys.platform.startswith("linux") else ["-pthread"]
+
+
+def kernel(name: str) -> Extension:
+    """The optional C kernel ``name``, a dotted module name whose source is ``src/<its path>.c``."""
+    return Extension(
+        name,
+        sources=["src/" + name.replace(".", "/") + ".c"],
+        depends=["src/srdefense/_kernel_threads.h"],
+        extra_compile_args=["-O3", "-std=c11", *THREADS],
+        extra_link_args=THREADS,
+        optional=True,
+    )
+
+
 ext_modules = []
 if sys.platform != "win32":  # plain C with POSIX threads or OpenMP
-    ext_modules.append(
-        Extension(
-            "srdefense.purification.wavelet._haar_native",
-            sources=["src/srdefense/purification/wavelet/_haar_native.c"],
-            extra_compile_args=["-O3", "-std=c11", *threads],
-            extra_link_args=threads,
-            optional=True,
-        )
-    )
+    ext_modules.append(kernel("srdefense.purification.wavelet._haar_native"))
 if platform.machine().lower() in ("x86_64", "amd64") and sys.platform != "win32":
-    ext_modules.append(
-        Extension(
-            "srdefense.purification.sr_models._winograd_avx512",
-            sources=["src/srdefense/purification/sr_models/_winograd_avx512.c"],
-            extra_compile_args=["-O3", "-std=c11", *threads],
-            extra_link_args=threads,
-            optional=True,
-        )
-    )
+    ext_modules.append(kernel("srdefense.purification.sr_models._winograd_avx512"))
 
 setup(ext_modules=ext_modules)

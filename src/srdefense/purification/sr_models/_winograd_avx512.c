@@ -7,7 +7,7 @@
  * input transform, 16 register-blocked matrix products and the output transform while it is
  * in the core's cache, so the transformed tiles never travel to memory; the products are an
  * MR x NR micro-kernel (6 rows x 64 output channels, 24 accumulators in zmm registers). Bands
- * are handed out to `threads` POSIX threads from an atomic counter.
+ * are handed out to `threads` threads (../../_kernel_threads.h) from an atomic counter.
  *
  * Only the kernel's functions are compiled for AVX-512F (the AVX512 attribute); the module's
  * entry points are baseline x86-64, so importing it is safe on any CPU, and conv3x3_leaky
@@ -17,8 +17,9 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include "../../_kernel_threads.h"
+
 #include <immintrin.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,7 +29,6 @@
 #ifndef TILES
 #define TILES 48 /* tiles per band, a multiple of MR */
 #endif
-#define MAX_THREADS 256
 #define AVX512 __attribute__((target("avx512f,fma")))
 
 typedef struct {
@@ -184,27 +184,6 @@ static PyObject *py_cpu_supported(PyObject *self, PyObject *args) {
     return PyBool_FromLong(cpu_supported());
 }
 
-/* Run worker(j) on `threads` threads. Built with OpenMP (Linux), the threads are those of the
-   OpenMP runtime already in the process: PyTorch's own libgomp, which the dynamic linker reuses
-   for this module's libgomp.so.1, so its spinning workers and these are the same threads; a
-   pool of our own would compete with them for the cores between PyTorch's operations (measured:
-   PyTorch's next operations up to 4x slower). Without OpenMP, POSIX threads. */
-static void run_workers(job_t *j, long threads) {
-#ifdef _OPENMP
-#pragma omp parallel num_threads((int)threads)
-    worker(j);
-#else
-    pthread_t tids[MAX_THREADS];
-    long started = 0;
-    for (long i = 1; i < threads; i++) {
-        if (pthread_create(&tids[started], NULL, worker, j) != 0) break; /* fewer threads: still correct */
-        started++;
-    }
-    worker(j);
-    for (long i = 0; i < started; i++) pthread_join(tids[i], NULL);
-#endif
-}
-
 /* conv3x3_leaky(x, u, bias, y, n, h, w, c, k, pad, slope, leaky, threads): addresses as integers. */
 static PyObject *py_conv3x3_leaky(PyObject *self, PyObject *args) {
     (void)self;
@@ -243,10 +222,8 @@ static PyObject *py_conv3x3_leaky(PyObject *self, PyObject *args) {
     j.nbands = (j.ntiles + TILES - 1) / TILES;
     j.slope = (float)slope;
     j.leaky = leaky;
-    if (threads > j.nbands) threads = j.nbands;
-    if (threads > MAX_THREADS) threads = MAX_THREADS;
     Py_BEGIN_ALLOW_THREADS;
-    run_workers(&j, threads);
+    run_workers(worker, &j, threads, j.nbands);
     Py_END_ALLOW_THREADS;
     if (j.next < j.nbands) return PyErr_NoMemory(); /* no thread got its buffers */
     Py_RETURN_NONE;

@@ -13,14 +13,14 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include "../../_kernel_threads.h"
+
 #include <float.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 
 #define MAX_LEVELS 32
-#define MAX_THREADS 256
 
 typedef struct {
     const float *x;
@@ -165,27 +165,6 @@ static void *worker(void *arg) {
     return NULL;
 }
 
-/* Run worker(j) on `threads` threads. Built with OpenMP (Linux), the threads are those of the
-   OpenMP runtime already in the process: PyTorch's own libgomp, which the dynamic linker reuses
-   for this module's libgomp.so.1, so its spinning workers and these are the same threads; a
-   pool of our own would compete with them for the cores between PyTorch's operations (measured:
-   PyTorch's next operations up to 4x slower). Without OpenMP, POSIX threads. */
-static void run_workers(job_t *j, long threads) {
-#ifdef _OPENMP
-#pragma omp parallel num_threads((int)threads)
-    worker(j);
-#else
-    pthread_t tids[MAX_THREADS];
-    long started = 0;
-    for (long i = 1; i < threads; i++) {
-        if (pthread_create(&tids[started], NULL, worker, j) != 0) break; /* fewer threads: still correct */
-        started++;
-    }
-    worker(j);
-    for (long i = 0; i < started; i++) pthread_join(tids[i], NULL);
-#endif
-}
-
 /* denoise(x, y, sigma, scale, b, h, w, levels, ana, syn, visu, threads): addresses as integers,
    ana and syn as sequences of 16 floats (row-major 4 x 4). */
 static PyObject *py_denoise(PyObject *self, PyObject *args) {
@@ -234,10 +213,8 @@ static PyObject *py_denoise(PyObject *self, PyObject *args) {
     j.sigma = (const float *)(uintptr_t)sigma;
     j.scale = scale ? (const float *)(uintptr_t)scale : NULL;
     j.b = b, j.h = h, j.w = w, j.levels = levels, j.visu = visu;
-    if (threads > b) threads = b > 0 ? b : 1;
-    if (threads > MAX_THREADS) threads = MAX_THREADS;
     Py_BEGIN_ALLOW_THREADS;
-    run_workers(&j, threads);
+    run_workers(worker, &j, threads, j.b);
     Py_END_ALLOW_THREADS;
     if (j.next < j.b) return PyErr_NoMemory(); /* no thread got its buffers */
     Py_RETURN_NONE;
