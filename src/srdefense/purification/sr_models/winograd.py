@@ -96,17 +96,13 @@ def native_available() -> bool:
     return _native is not None and USE_NATIVE and bool(_native.cpu_supported()) and avx512_conv_kernels()
 
 
-def _native_fits(x: Tensor, u: Tensor, bias: Tensor | None, pad: int = 0) -> bool:
-    """Whether this call can run on the compiled kernel."""
-    n, c, h, w = x.shape
+def _native_fits(x: Tensor, u: Tensor, bias: Tensor | None) -> bool:
+    """Whether this call can run on the compiled kernel (pad and sizes checked by the caller)."""
     ci, co = NATIVE_ALIGN
     return (
         native_available()
-        and n >= 1
-        and 0 <= pad <= 2
-        and h + 2 * pad >= 3
-        and w + 2 * pad >= 3
-        and c % ci == 0
+        and x.shape[0] >= 1
+        and x.shape[1] % ci == 0
         and u.shape[2] % co == 0
         and x.device.type == u.device.type == "cpu"
         and x.dtype == u.dtype == torch.float32
@@ -164,8 +160,8 @@ def conv3x3_leaky(
         convolution of the last three input rows or columns.
 
     Raises:
-        ValueError: ``u`` does not match ``x``'s channels, ``x`` is smaller than 3 x 3, or ``x``
-            requires grad while gradients are recorded.
+        ValueError: ``u`` does not match ``x``'s channels, ``pad`` is not 0, 1 or 2, ``x`` padded
+            is smaller than 3 x 3, or ``x`` requires grad while gradients are recorded.
     """
     n, c, h, w = x.shape
     if u.dim() != 3 or u.shape[:2] != (16, c):
@@ -177,7 +173,7 @@ def conv3x3_leaky(
         raise ValueError(f"x: expected H, W >= {least} for a 3x3 convolution with pad={pad}, got {h}x{w}")
     if x.requires_grad and torch.is_grad_enabled():
         raise ValueError("x requires grad, and conv3x3_leaky has no autograd: use conv3x3_leaky_autograd")
-    if _native_fits(x, u, bias, pad):
+    if _native_fits(x, u, bias):
         return _native_conv(x, u, bias, slope, pad)
     if pad:  # the PyTorch code reads a padded copy
         xp = torch.zeros((n, h + 2 * pad, w + 2 * pad, c), dtype=x.dtype, device=x.device).permute(0, 3, 1, 2)

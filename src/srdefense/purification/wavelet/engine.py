@@ -9,8 +9,8 @@ Float32 inference with a 2-tap wavelet and soft thresholding (the paper's settin
 compiled kernel where it was built (``_haar_native.c``, :func:`native_available`): it takes
 each plane through every level while the plane is in the core's cache, where the PyTorch code
 makes a pass over a block of planes per elementary step. Written by hand because no library
-does this: PyWavelets and scikit-image run one level of one image per call in float64, and
-PyTorch has no wavelet transform.
+does this: PyWavelets and scikit-image transform one image per call, in float64, each level a
+pass over the whole image, and PyTorch has no wavelet transform.
 """
 
 from __future__ import annotations
