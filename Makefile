@@ -19,8 +19,9 @@ $(VENV)/.torch:
 	touch $@
 
 # setup.py and the C sources: a change rebuilds the compiled kernels (pip install -e)
-$(VENV)/.installed: $(VENV)/.torch pyproject.toml setup.py src/srdefense/purification/sr_models/_winograd_avx512.c \
-		src/srdefense/purification/wavelet/_haar_native.c src/srdefense/_kernel_threads.h
+$(VENV)/.installed: $(VENV)/.torch pyproject.toml setup.py src/srdefense/purification/sr_models/_winograd_native.c \
+		src/srdefense/purification/sr_models/_winograd_kernel.h src/srdefense/purification/wavelet/_haar_native.c \
+		src/srdefense/_kernel_threads.h
 	$(PIP) install -e ".[serve]"
 	touch $@
 

@@ -5,12 +5,13 @@ the PyTorch code runs instead.
 
 * the wavelet denoiser's 2-tap kernel (``srdefense/purification/wavelet/_haar_native.c``),
   plain C, built wherever POSIX threads are;
-* the AVX-512 Winograd kernel of upconv7 (``srdefense/purification/sr_models/_winograd_avx512.c``),
-  on x86-64 only. Only its kernel functions are compiled for AVX-512F (a ``target``
-  attribute), so the module imports on any x86-64 CPU and runs its kernel only on those with
-  AVX-512F.
+* the Winograd kernels of upconv7 (``srdefense/purification/sr_models/_winograd_native.c``, one
+  template ``_winograd_kernel.h`` compiled for AVX-512F and for AVX2), on x86-64 only. Only
+  the kernel functions are compiled for those instruction sets (``target`` attributes), so the
+  module imports on any x86-64 CPU and runs a kernel only where the CPU has its instructions.
 
-Neither needs headers but Python's and their shared ``src/srdefense/_kernel_threads.h``.
+Neither needs headers but Python's, their shared ``src/srdefense/_kernel_threads.h`` and the
+Winograd template.
 """
 
 import platform
@@ -23,12 +24,18 @@ from setuptools import Extension, setup
 THREADS = ["-fopenmp"] if sys.platform.startswith("linux") else ["-pthread"]
 
 
-def kernel(name: str) -> Extension:
-    """The optional C kernel ``name``, a dotted module name whose source is ``src/<its path>.c``."""
+def kernel(name: str, *headers: str) -> Extension:
+    """The optional C kernel ``name``, a dotted module name whose source is ``src/<its path>.c``.
+
+    ``headers``: the files beside that source which it includes (they ship in the sdist, and a
+    change to one rebuilds).
+    """
+    source = "src/" + name.replace(".", "/") + ".c"
+    folder = source.rsplit("/", 1)[0]
     return Extension(
         name,
-        sources=["src/" + name.replace(".", "/") + ".c"],
-        depends=["src/srdefense/_kernel_threads.h"],
+        sources=[source],
+        depends=["src/srdefense/_kernel_threads.h", *(f"{folder}/{h}" for h in headers)],
         extra_compile_args=["-O3", "-std=c11", *THREADS],
         extra_link_args=THREADS,
         optional=True,
@@ -39,6 +46,6 @@ ext_modules = []
 if sys.platform != "win32":  # plain C with POSIX threads or OpenMP
     ext_modules.append(kernel("srdefense.purification.wavelet._haar_native"))
 if platform.machine().lower() in ("x86_64", "amd64") and sys.platform != "win32":
-    ext_modules.append(kernel("srdefense.purification.sr_models._winograd_avx512"))
+    ext_modules.append(kernel("srdefense.purification.sr_models._winograd_native", "_winograd_kernel.h"))
 
 setup(ext_modules=ext_modules)

@@ -216,7 +216,7 @@ def test_by_default_winograd_runs_where_it_beats_onednn(monkeypatch, avx512, use
     fwd, grad = winograd.conv3x3_leaky, winograd.conv3x3_leaky_autograd
     monkeypatch.setattr(winograd, "conv3x3_leaky", lambda *a, **k: calls.append("fwd") or fwd(*a, **k))
     monkeypatch.setattr(winograd, "conv3x3_leaky_autograd", lambda *a: calls.append("grad") or grad(*a))
-    # the real answer of this machine where the kernel is asked for: built, and the CPU has AVX-512F
+    # the real answer of this machine where a kernel is asked for: built, and the CPU has its ISA
     on_expected = not avx512 or (use_native and winograd.native_available())
     # on: 3 inference layers, then 3 autograd layers (each running the kernel), then 3 backward
     on = ["fwd"] * 3 + ["grad", "fwd"] * 3 + ["fwd"] * 3
@@ -244,3 +244,25 @@ def test_avx512_conv_kernels_follows_the_cpu_and_onednns_cap(monkeypatch, cap, c
         assert onednn.avx512_conv_kernels() is expected
     finally:
         onednn.avx512_conv_kernels.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("env", "cap", "expected"),
+    [
+        ("ONEDNN_MAX_CPU_ISA", "", True),
+        ("ONEDNN_MAX_CPU_ISA", "AVX2", True),
+        ("ONEDNN_MAX_CPU_ISA", "avx512_core_amx", True),
+        ("ONEDNN_MAX_CPU_ISA", "AVX", False),
+        ("DNNL_MAX_CPU_ISA", "sse41", False),  # the older name, lower case
+    ],
+)
+def test_isa_cap_allows_avx2_follows_onednns_cap(monkeypatch, env, cap, expected):
+    """The compiled AVX2 kernels step aside under a cap below AVX2, like oneDNN's."""
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(env, cap)
+    onednn.isa_cap_allows_avx2.cache_clear()
+    try:
+        assert onednn.isa_cap_allows_avx2() is expected
+    finally:
+        onednn.isa_cap_allows_avx2.cache_clear()

@@ -1,5 +1,5 @@
 /*
- * Threads for srdefense's compiled kernels (_winograd_avx512.c, _haar_native.c): run one worker
+ * Threads for srdefense's compiled kernels (_winograd_native.c, _haar_native.c): run one worker
  * function on several threads, each taking tasks from a counter of its own job.
  *
  * Built with OpenMP (Linux), the threads are those of the OpenMP runtime already in the process:

@@ -50,7 +50,24 @@ def bf16_conv_kernels() -> bool:
         return False
 
 
-_BELOW_AVX512 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2")
+_BELOW_AVX2 = ("SSE41", "AVX")
+_BELOW_AVX512 = (*_BELOW_AVX2, "AVX2", "AVX2_VNNI", "AVX2_VNNI_2")
+
+
+def _isa_cap() -> str:
+    """``ONEDNN_MAX_CPU_ISA`` (or the older ``DNNL_MAX_CPU_ISA``), upper case; empty when unset."""
+    return (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").upper()
+
+
+@functools.cache
+def isa_cap_allows_avx2() -> bool:
+    """Whether ``ONEDNN_MAX_CPU_ISA`` leaves the process AVX2 code (unset, or AVX2 and above).
+
+    The CPU itself is not asked: the compiled kernels check it. A cap below AVX2 asks for the
+    code paths of an older CPU, so srdefense's own AVX2 kernels step aside under it too. Read
+    once per process, as oneDNN reads its cap once.
+    """
+    return _isa_cap() not in _BELOW_AVX2
 
 
 @functools.cache
@@ -61,8 +78,7 @@ def avx512_conv_kernels() -> bool:
     ``ONEDNN_MAX_CPU_ISA`` (or the older ``DNNL_MAX_CPU_ISA``) does not cap oneDNN below it.
     Read once per process, as oneDNN reads its cap once.
     """
-    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").upper()
-    if cap in _BELOW_AVX512:
+    if _isa_cap() in _BELOW_AVX512:
         return False
     try:
         return bool(torch.cpu._is_avx512_supported())

@@ -46,19 +46,16 @@ from typing import Any, cast
 import torch
 from torch import Tensor
 
-from ..._onednn import avx512_conv_kernels
+from ..._onednn import avx512_conv_kernels, isa_cap_allows_avx2
 
 _native: ModuleType | None
 try:
-    from . import _winograd_avx512 as _native
+    from . import _winograd_native as _native
 except ImportError:  # not built: not x86-64, or no C compiler at install time
     _native = None
 
 USE_NATIVE = True
-"""Whether :func:`conv3x3_leaky` may use the compiled AVX-512 kernel (see :func:`native_available`)."""
-
-NATIVE_ALIGN = (16, 64)
-"""The compiled kernel takes input channels in multiples of 16 and output channels of 64."""
+"""Whether :func:`conv3x3_leaky` may use the compiled kernels (see :func:`native_isa`)."""
 
 TILES_PER_BAND = 2048
 """Target number of 2x2 output tiles per band (all images of the batch, whole tile rows)."""
@@ -80,28 +77,57 @@ def winograd_weight(weight: Tensor) -> Tensor:
 
 
 def native_built() -> bool:
-    """Whether the compiled AVX-512 kernel was built at install (x86-64 with a C compiler)."""
+    """Whether the compiled kernels were built at install (x86-64 with a C compiler)."""
     return _native is not None
 
 
-def native_available() -> bool:
-    """Whether :func:`conv3x3_leaky` runs the compiled AVX-512 kernel here (where the shapes fit).
+def native_isa() -> str | None:
+    """The instruction set whose compiled kernel :func:`conv3x3_leaky` runs here, or ``None``.
 
-    True where it was built (:func:`native_built`), :data:`USE_NATIVE` is set, the CPU has
-    AVX-512F and FMA (checked by the kernel itself, through ``cpuid``), and
-    ``ONEDNN_MAX_CPU_ISA`` does not cap the process below AVX-512
-    (:func:`srdefense._onednn.avx512_conv_kernels`): such a cap asks for the code paths of a CPU
-    without AVX-512, and gets them.
+    ``"avx512"`` where the CPU has AVX-512F and FMA and ``ONEDNN_MAX_CPU_ISA`` does not cap the
+    process below AVX-512 (:func:`srdefense._onednn.avx512_conv_kernels`); otherwise ``"avx2"``
+    where it has AVX2 and FMA and no cap below AVX2; otherwise ``None``, as where the kernels
+    were not built (:func:`native_built`) or :data:`USE_NATIVE` is off. The CPU is asked by the
+    extension itself (``cpuid``); a cap asks for the code paths of an older CPU, and gets them.
     """
-    return _native is not None and USE_NATIVE and bool(_native.cpu_supported()) and avx512_conv_kernels()
+    if _native is None or not USE_NATIVE:
+        return None
+    allowed = {"avx512": avx512_conv_kernels, "avx2": isa_cap_allows_avx2}
+    for isa in _native.cpu_isas():  # fastest first
+        if allowed[isa]():
+            return str(isa)
+    return None
 
 
-def _native_fits(x: Tensor, u: Tensor, bias: Tensor | None) -> bool:
-    """Whether this call can run on the compiled kernel (pad and sizes checked by the caller)."""
-    ci, co = NATIVE_ALIGN
-    return (
-        native_available()
-        and x.shape[0] >= 1
+def native_available() -> bool:
+    """Whether :func:`conv3x3_leaky` runs a compiled kernel here, where shapes fit (:func:`native_isa`)."""
+    return native_isa() is not None
+
+
+def native_channel_multiples(isa: str) -> tuple[int, int]:
+    """The compiled ``isa`` kernel takes input and output channel counts in multiples of these.
+
+    ``(16, 64)`` for ``"avx512"``, ``(8, 16)`` for ``"avx2"``: a vector of input channels, and
+    the micro-kernel's width in output channels.
+
+    Raises:
+        RuntimeError: the kernels were not built.
+        ValueError: ``isa`` is neither.
+    """
+    if _native is None:
+        raise RuntimeError("the compiled Winograd kernels were not built (see native_built())")
+    ci, co = _native.channel_multiples(isa)
+    return int(ci), int(co)
+
+
+def _native_fits(x: Tensor, u: Tensor, bias: Tensor | None) -> str | None:
+    """The compiled kernel that can run this call, or ``None`` (pad and sizes checked by the caller)."""
+    isa = native_isa()
+    if isa is None:
+        return None
+    ci, co = native_channel_multiples(isa)
+    fits = (
+        x.shape[0] >= 1
         and x.shape[1] % ci == 0
         and u.shape[2] % co == 0
         and x.device.type == u.device.type == "cpu"
@@ -109,11 +135,18 @@ def _native_fits(x: Tensor, u: Tensor, bias: Tensor | None) -> bool:
         and (bias is None or (bias.dtype == torch.float32 and bias.device.type == "cpu"))
         and x.is_contiguous(memory_format=torch.channels_last)
     )
+    return isa if fits else None
 
 
-def _native_conv(x: Tensor, u: Tensor, bias: Tensor | None, slope: float | None, pad: int = 0) -> Tensor:
-    """:func:`conv3x3_leaky` on the compiled kernel (:func:`_native_fits` holds)."""
-    assert _native is not None
+def _native_conv(
+    x: Tensor, u: Tensor, bias: Tensor | None, slope: float | None, pad: int = 0, isa: str | None = None
+) -> Tensor:
+    """:func:`conv3x3_leaky` on the compiled ``isa`` kernel (default: :func:`native_isa`'s).
+
+    Only where :func:`_native_fits` holds.
+    """
+    isa = isa or native_isa()
+    assert _native is not None and isa is not None
     n, c, h, w = x.shape
     co = u.shape[2]
     u = u.contiguous()
@@ -133,6 +166,7 @@ def _native_conv(x: Tensor, u: Tensor, bias: Tensor | None, slope: float | None,
         0.0 if slope is None else float(slope),
         slope is not None,
         torch.get_num_threads(),
+        isa,
     )
     return out.permute(0, 3, 1, 2)
 
@@ -153,8 +187,9 @@ def conv3x3_leaky(
 
     Returns:
         ``(N, C_out, H + 2 pad - 2, W + 2 pad - 2)`` in channels-last memory format. No autograd of its own
-        (see :func:`conv3x3_leaky_autograd`). On the compiled kernel (:func:`native_available`,
-        for input channels in multiples of 16 and output channels in multiples of 64) the
+        (see :func:`conv3x3_leaky_autograd`). On a compiled kernel (:func:`native_isa`, for channel
+        counts in its :func:`native_channel_multiples`: 16 in and 64 out on AVX-512, 8 and 16
+        on AVX2) the
         partial tiles of an odd last row or column read zeros past the edge and write only the
         valid outputs; in the PyTorch code that row or column is computed by direct
         convolution of the last three input rows or columns.
@@ -173,8 +208,9 @@ def conv3x3_leaky(
         raise ValueError(f"x: expected H, W >= {least} for a 3x3 convolution with pad={pad}, got {h}x{w}")
     if x.requires_grad and torch.is_grad_enabled():
         raise ValueError("x requires grad, and conv3x3_leaky has no autograd: use conv3x3_leaky_autograd")
-    if _native_fits(x, u, bias):
-        return _native_conv(x, u, bias, slope, pad)
+    isa = _native_fits(x, u, bias)
+    if isa is not None:
+        return _native_conv(x, u, bias, slope, pad, isa)
     if pad:  # the PyTorch code reads a padded copy
         xp = torch.zeros((n, h + 2 * pad, w + 2 * pad, c), dtype=x.dtype, device=x.device).permute(0, 3, 1, 2)
         xp[:, :, pad : pad + h, pad : pad + w] = x
