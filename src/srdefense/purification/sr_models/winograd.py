@@ -15,16 +15,19 @@ Why by hand: PyTorch asks oneDNN, which runs every other convolution here, for d
 convolutions only (``alg:convolution_direct`` in ``ONEDNN_VERBOSE``), and no well-kept library
 callable from PyTorch offers a Winograd convolution for the CPU. There are two implementations:
 
-* on CPUs with AVX-512F, a compiled kernel (``_winograd_avx512.c``, built at install as an
-  optional extension; :func:`native_available`). It keeps each band of 48 tiles in the core's
-  cache from the input transform to the output, and its products are a register-blocked
-  micro-kernel. Measured on a 2-core AMD EPYC Zen 5, batch 4 at 224: the 128 -> 256 layer in
-  0.14-0.15 s against 0.35 s for oneDNN's AVX-512 direct convolution (0.27 s for
-  onnxruntime's);
-* elsewhere, the PyTorch code below: the transforms are strided tensor additions and the
-  products one ``torch.bmm``. On AVX2 CPUs, where oneDNN's direct convolutions are slower, it
-  wins (1.23x on a Zen 1); on AVX-512 ones it loses to them (1.7x slower on a Zen 5, where
-  ``torch.bmm`` is MKL's AVX2 code), so ``upconv7.USE_WINOGRAD`` keeps it off there.
+* on x86-64 CPUs with AVX2 and FMA, compiled kernels (``_winograd_native.c``, built at install
+  as an optional extension; :func:`native_isa`): one template (``_winograd_kernel.h``) compiled
+  for AVX-512F and for AVX2, which give the same bits. It keeps each band of 48 tiles in the
+  core's cache from the input transform to the output, and its products are a
+  register-blocked micro-kernel. Measured on 2-core AMD EPYCs, batch 4 at 224, the 128 -> 256
+  layer: on a Zen 5, AVX-512, 0.14-0.15 s against 0.35 s for oneDNN's AVX-512 direct
+  convolution (0.27 s for onnxruntime's); on a Zen 3, AVX2, 0.50-0.52 s against 0.97 s for
+  oneDNN's and 0.65 s for the PyTorch code below;
+* elsewhere, or with :data:`USE_NATIVE` off, the PyTorch code below: the transforms are
+  strided tensor additions and the products one ``torch.bmm``. On AVX2 CPUs, where oneDNN's
+  direct convolutions are slower, it wins (1.23x on a Zen 1); on AVX-512 ones it loses to them
+  (1.7x slower on a Zen 5, where ``torch.bmm`` is MKL's AVX2 code), so
+  ``upconv7.USE_WINOGRAD`` keeps it off there.
 
 The work runs in bands of tile rows sized so that the transformed tiles, their products and
 the output band stay in the CPU cache (:data:`TILES_PER_BAND`): done over the whole image at
