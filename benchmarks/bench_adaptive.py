@@ -134,6 +134,7 @@ def main() -> None:
     _forward(model, x)
     _step(model, x, y)
     import srdefense.purification.sr_models.upconv7 as upconv7
+    import srdefense.purification.sr_models.winograd as winograd
 
     default = upconv7.winograd_enabled()
     best = {True: [float("inf")] * 2, False: [float("inf")] * 2}  # Winograd on/off: forward, step
@@ -147,7 +148,8 @@ def main() -> None:
         upconv7.USE_WINOGRAD = None
     fwd, step = best[default]
     print(f"white-box step through paper + efficientnet_lite0, batch {args.batch} at 224 -> 448, "
-          f"{args.threads} threads; upconv7's Winograd by default here: {'on' if default else 'off'}")
+          f"{args.threads} threads; upconv7's Winograd by default here: {'on' if default else 'off'} "
+          f"(compiled kernel: {winograd.native_isa() or 'none'})")
     print(f"    forward (no_grad): {fwd:.3f} s   ({fwd / args.batch:.3f} s/image)")
     print(f"    attack step (forward + backward to the input): {step:.3f} s")
     print(f"    step / forward: {step / fwd:.2f}x   (target <= 3.5x)")

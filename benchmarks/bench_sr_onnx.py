@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from bench_sr import _best_time
 
 from srdefense.purification.precision import cpu_bf16_hardware
+from srdefense.purification.sr_models import winograd
 from srdefense.purification.superres import create_sr_model
 
 SHAPES = ((4, 224, 224), (1, 768, 1024))
@@ -139,7 +140,7 @@ def main() -> None:
     hw = cpu_bf16_hardware()
     runtimes = ["onnxruntime_fp32", "torch_fp32"] + (["torch_bf16"] if hw["onednn_bf16"] else [])
     print(f"torch {torch.__version__}, onnxruntime {ort.__version__}, {args.threads} threads, "
-          f"CPU bf16 features: {hw}")
+          f"CPU bf16 features: {hw}; upconv7's compiled Winograd kernel: {winograd.native_isa() or 'none'}")
     if "torch_bf16" not in runtimes:
         print("bf16 not timed: oneDNN has no bf16 kernels on this CPU (needs AVX-512 or AVX-NE-CONVERT)")
     for shape in SHAPES:

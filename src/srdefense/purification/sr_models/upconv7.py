@@ -171,8 +171,9 @@ class UpConv7(nn.Module):
         F(2x2, 3x3) (:mod:`.winograd`). Measured on a 2-core AMD EPYC, batch 4 at 224, against
         oneDNN's direct convolutions for all: on a Zen 1 (AVX2, the PyTorch Winograd code)
         2.82 s against 3.47 s (1.23x), and 12.7 s against 15.4 s on one 1024 x 768 tile (1.21x);
-        on a Zen 5 (AVX-512, the compiled kernel) 0.41-0.52 s against 0.56-0.75 s. The others,
-        with fewer channels, gain nothing.
+        on a Zen 5 (AVX-512, the compiled kernel) 0.41-0.52 s against 0.56-0.75 s; on a Zen 3
+        (AVX2, the compiled kernel) 1.20 s against 1.79 s (1.49x). The others, with fewer
+        channels, gain nothing.
         """
         op = torch.ops.mkldnn._convolution_pointwise
         *body, (k, b, _) = self._fused_weights(dtype)
@@ -318,8 +319,8 @@ Read at each call; :data:`USE_WINOGRAD` switches Winograd on or off as a whole.
 
 USE_WINOGRAD: bool | None = None
 """Whether upconv7's float32 CPU paths use Winograd at all: ``True`` or ``False`` forces it;
-``None`` (the default) uses it where the compiled AVX-512 kernel runs
-(:func:`.winograd.native_available`) and where oneDNN has no AVX-512 float32 convolutions
+``None`` (the default) uses it where a compiled kernel runs (AVX-512 or AVX2:
+:func:`.winograd.native_isa`) and where oneDNN has no AVX-512 float32 convolutions
 (:func:`srdefense._onednn.avx512_conv_kernels`), that is everywhere but on an AVX-512 CPU
 without the compiled kernel. Read at each call.
 
@@ -334,7 +335,11 @@ Why, measured with the same network, Winograd against oneDNN's direct convolutio
   code on AMD) reaches 140-190 GFLOP/s, and the transforms' memory passes cost the rest;
 * the same Zen 5 with the compiled kernel: the three wide layers 2.1-2.6x faster than oneDNN
   (795-860 equivalent GFLOP/s on the widest, against a measured FMA peak of 462), the whole
-  network 1.36x onnxruntime's speed on the same ONNX weights.
+  network 1.36x onnxruntime's speed on the same ONNX weights;
+* a 2-core AMD EPYC Zen 3 (AVX2) with the compiled AVX2 kernel: inference 1.49x, step 1.37x
+  faster than oneDNN's direct convolutions; the widest layer 0.50 s against 0.97 s (0.65 s for
+  the PyTorch-code Winograd); the network 1.32x onnxruntime's speed (0.99x with the PyTorch
+  code).
 """
 
 
