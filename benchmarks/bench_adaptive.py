@@ -9,7 +9,7 @@ alternately with the step in the same run (best of ``rounds``), so machine load 
 Both are timed with upconv7's Winograd convolutions forced on and forced off
 (``upconv7.USE_WINOGRAD``), alternately, for the speed-up Winograd brings to each; the step /
 forward ratio is that of the CPU's default (``upconv7.winograd_enabled()``: Winograd where the
-compiled AVX-512 kernel runs or oneDNN lacks AVX-512).
+compiled kernel runs, AVX-512 or AVX2, or oneDNN lacks AVX-512).
 
 Peak memory is measured in a fresh child process per configuration, with glibc's default
 allocator settings (peak RSS during the pass minus the RSS just before it, per image):
