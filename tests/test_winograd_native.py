@@ -18,6 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import srdefense._onednn as onednn
 import srdefense.purification.sr_models.winograd as winograd
 
 CPU_ISAS: tuple[str, ...] = tuple(winograd._native.cpu_isas()) if winograd._native is not None else ()
@@ -265,7 +266,7 @@ def test_bad_arguments_are_refused():
 @needs_native
 def test_the_default_is_the_fastest_copy_the_cpu_and_cap_allow():
     """Without a cap below it, the default is the first copy the CPU runs."""
-    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").upper()
+    cap = onednn._isa_cap()
     if cap:
         pytest.skip(f"ONEDNN_MAX_CPU_ISA={cap} is set here (the fresh-process test covers caps)")
     assert winograd.native_isa() == CPU_ISAS[0]

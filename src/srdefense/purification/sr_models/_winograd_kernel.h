@@ -9,6 +9,8 @@
  *   MR, NB  the micro-kernel's tiles (rows) and vectors of output channels per row
  *   TILES   tiles per band, a multiple of MR
  *
+ * and undefines them all at its end, so the next copy starts from none.
+ *
  * Every copy computes each output with the same operations in the same order (the same adds
  * and subtracts in the transforms, one FMA per input channel in channel order, then the bias
  * and the LeakyReLU's multiply), so the copies give the same bits; only how many output
@@ -161,3 +163,19 @@ TARGET static void *FN(worker)(void *arg) {
 #undef FN
 #undef CAT
 #undef CAT_
+/* the parameters */
+#undef ISA
+#undef TARGET
+#undef VEC
+#undef VW
+#undef MR
+#undef NB
+#undef TILES
+#undef V_LOAD
+#undef V_STORE
+#undef V_ADD
+#undef V_SUB
+#undef V_FMA
+#undef V_SET1
+#undef V_ZERO
+#undef V_LEAKY

@@ -57,22 +57,7 @@ typedef struct {
 #define V_SET1 _mm512_set1_ps
 #define V_ZERO _mm512_setzero_ps
 #define V_LEAKY(v, slope, zero) _mm512_mask_mul_ps(v, _mm512_cmp_ps_mask(v, zero, _CMP_LT_OQ), v, slope)
-#include "_winograd_kernel.h"
-#undef ISA
-#undef TARGET
-#undef VEC
-#undef VW
-#undef MR
-#undef NB
-#undef TILES
-#undef V_LOAD
-#undef V_STORE
-#undef V_ADD
-#undef V_SUB
-#undef V_FMA
-#undef V_SET1
-#undef V_ZERO
-#undef V_LEAKY
+#include "_winograd_kernel.h" /* undefines the parameters above */
 
 /* ---- AVX2 ---- */
 #define ISA avx2
@@ -90,49 +75,36 @@ typedef struct {
 #define V_SET1 _mm256_set1_ps
 #define V_ZERO _mm256_setzero_ps
 #define V_LEAKY(v, slope, zero) _mm256_blendv_ps(v, _mm256_mul_ps(v, slope), _mm256_cmp_ps(v, zero, _CMP_LT_OQ))
-#include "_winograd_kernel.h"
-#undef ISA
-#undef TARGET
-#undef VEC
-#undef VW
-#undef MR
-#undef NB
-#undef TILES
-#undef V_LOAD
-#undef V_STORE
-#undef V_ADD
-#undef V_SUB
-#undef V_FMA
-#undef V_SET1
-#undef V_ZERO
-#undef V_LEAKY
+#include "_winograd_kernel.h" /* undefines the parameters above */
+
+static int cpu_runs_avx512(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+}
+
+static int cpu_runs_avx2(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
 
 typedef struct {
     const char *name, *needs; /* needs: the CPU features, for the error message */
+    int (*cpu_runs)(void);    /* whether this CPU has them (cpuid) */
     kernel_worker worker;
     long c_multiple, k_multiple, tiles; /* input channels in multiples of one vector, outputs of NR */
 } isa_t;
 
 /* fastest first */
 static const isa_t ISAS[] = {
-    {"avx512", "AVX-512F and FMA", worker_avx512, 16, 64, AVX512_TILES},
-    {"avx2", "AVX2 and FMA", worker_avx2, 8, 16, AVX2_TILES},
+    {"avx512", "AVX-512F and FMA", cpu_runs_avx512, worker_avx512, 16, 64, AVX512_TILES},
+    {"avx2", "AVX2 and FMA", cpu_runs_avx2, worker_avx2, 8, 16, AVX2_TILES},
 };
 #define N_ISAS ((long)(sizeof(ISAS) / sizeof(ISAS[0])))
 
-static int cpu_runs(long i) {
-    __builtin_cpu_init();
-    if (i == 0) return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-}
-
 /* The entry of `name`, or NULL with ValueError set. */
-static const isa_t *find_isa(const char *name, long *index) {
+static const isa_t *find_isa(const char *name) {
     for (long i = 0; i < N_ISAS; i++)
-        if (strcmp(ISAS[i].name, name) == 0) {
-            if (index) *index = i;
-            return &ISAS[i];
-        }
+        if (strcmp(ISAS[i].name, name) == 0) return &ISAS[i];
     PyErr_Format(PyExc_ValueError, "isa: expected 'avx512' or 'avx2', got '%s'", name);
     return NULL;
 }
@@ -142,7 +114,7 @@ static PyObject *py_cpu_isas(PyObject *self, PyObject *args) {
     PyObject *names = PyList_New(0);
     if (!names) return NULL;
     for (long i = 0; i < N_ISAS; i++) {
-        if (!cpu_runs(i)) continue;
+        if (!ISAS[i].cpu_runs()) continue;
         PyObject *s = PyUnicode_FromString(ISAS[i].name);
         if (!s || PyList_Append(names, s) < 0) {
             Py_XDECREF(s);
@@ -160,7 +132,7 @@ static PyObject *py_channel_multiples(PyObject *self, PyObject *args) {
     (void)self;
     const char *name;
     if (!PyArg_ParseTuple(args, "s", &name)) return NULL;
-    const isa_t *isa = find_isa(name, NULL);
+    const isa_t *isa = find_isa(name);
     if (!isa) return NULL;
     return Py_BuildValue("(ll)", isa->c_multiple, isa->k_multiple);
 }
@@ -169,7 +141,7 @@ static PyObject *py_tiles_per_band(PyObject *self, PyObject *args) {
     (void)self;
     const char *name;
     if (!PyArg_ParseTuple(args, "s", &name)) return NULL;
-    const isa_t *isa = find_isa(name, NULL);
+    const isa_t *isa = find_isa(name);
     if (!isa) return NULL;
     return PyLong_FromLong(isa->tiles);
 }
@@ -178,16 +150,16 @@ static PyObject *py_tiles_per_band(PyObject *self, PyObject *args) {
 static PyObject *py_conv3x3_leaky(PyObject *self, PyObject *args) {
     (void)self;
     unsigned long long x, u, bias, y;
-    long n, h, w, c, k, pad, threads, index = 0;
+    long n, h, w, c, k, pad, threads;
     double slope;
     int leaky;
     const char *name;
     if (!PyArg_ParseTuple(args, "KKKKlllllldpls", &x, &u, &bias, &y, &n, &h, &w, &c, &k, &pad, &slope, &leaky,
                           &threads, &name))
         return NULL;
-    const isa_t *isa = find_isa(name, &index);
+    const isa_t *isa = find_isa(name);
     if (!isa) return NULL;
-    if (!cpu_runs(index)) {
+    if (!isa->cpu_runs()) {
         PyErr_Format(PyExc_RuntimeError, "conv3x3_leaky: isa '%s' needs %s, which this CPU lacks", isa->name,
                      isa->needs);
         return NULL;
