@@ -59,3 +59,18 @@ def test_ssim_identity_and_small_images() -> None:
         ssim(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8))
     with pytest.raises(ValueError, match="same shape"):
         psnr(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 9))
+
+
+def test_ssim_in_plane_chunks_equals_all_planes_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from srdefense.evaluation import metrics
+
+    x, y = _test_images()
+    x, y = torch.cat([x, y.flip(0)]), torch.cat([y, x])  # 6 images, 18 planes
+    whole = ssim(x, y)
+    monkeypatch.setattr(metrics, "_SSIM_CHUNK_PIXELS", 2 * 24 * 29)  # 2 planes per chunk
+    chunked = ssim(x, y)
+    monkeypatch.setattr(metrics, "_SSIM_CHUNK_PIXELS", 1)  # 1 plane per chunk
+    single = ssim(x, y)
+    assert torch.allclose(chunked, whole, rtol=0, atol=1e-14)
+    assert torch.allclose(single, whole, rtol=0, atol=1e-14)
+    assert whole.shape == (6,) and bool((whole < 1).all())
