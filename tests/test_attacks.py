@@ -185,18 +185,45 @@ def test_norm_bound_is_exact_and_images_stay_in_range(name, classifier, small):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_no_side_effects(name, classifier, small):
-    """Input untouched, train/eval flag unchanged, no parameter gradients accumulated."""
+    """Input untouched, train/eval flag unchanged, no parameter gradients accumulated, and the
+    parameters' requires_grad flags restored (off during the call: input gradients only)."""
     x, y = small
     x0, y0 = x.clone(), y.clone()
     a = _cheap(name)
     for training in (False, True):
         model = copy.deepcopy(classifier).train(training)
+        params = list(model.parameters())
+        params[0].requires_grad_(False)  # a frozen one stays frozen
+        seen: list[bool] = []
+
+        def record(m: nn.Module, _: object, seen: list[bool] = seen) -> None:
+            seen.extend(p.requires_grad for p in m.parameters())
+
+        hook = model.register_forward_pre_hook(record)
         adv = a(model, x, y, generator=torch.Generator().manual_seed(0))
+        hook.remove()
+        assert seen and not any(seen)
+        assert [p.requires_grad for p in params] == [False] + [True] * (len(params) - 1)
         assert model.training is training
         assert all(m.training is training for m in model.modules())
         assert all(p.grad is None for p in model.parameters())
         assert torch.equal(x, x0) and torch.equal(y, y0)
         assert not adv.requires_grad
+
+
+def test_parameters_are_restored_when_the_attack_raises(classifier, small):
+    class Broken(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = copy.deepcopy(classifier)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            raise RuntimeError("broken model")
+
+    model = Broken()
+    with pytest.raises(RuntimeError, match="broken model"):
+        PGD(eps=4 / 255, steps=2)(model, *small)
+    assert all(p.requires_grad for p in model.parameters())
 
 
 @pytest.fixture(scope="module")

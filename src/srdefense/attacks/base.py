@@ -14,7 +14,8 @@ switch the model between train and eval mode, never print and never remember a d
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -145,7 +146,7 @@ class Attack:
         model, x, y, target_labels, generator = self._prepare(model, images, labels, generator, target_labels)
         if x.shape[0] == 0:
             return x.clone()
-        with torch.enable_grad():
+        with torch.enable_grad(), input_gradients_only(model):
             if target_labels is None and self.target is not None:
                 target_labels = choose_targets(model, x, y, self.target, generator)
             adv = self._run(model, x, y, target_labels, generator)
@@ -195,6 +196,26 @@ class Attack:
         self, model: nn.Module, x: Tensor, y: Tensor, targets: Tensor | None, gen: torch.Generator | None
     ) -> Tensor:
         raise NotImplementedError
+
+
+@contextmanager
+def input_gradients_only(model: nn.Module) -> Iterator[None]:
+    """Within the block, ``model``'s parameters do not require grad (each is restored after).
+
+    An attack differentiates its input only. Parameters that require grad make the autograd
+    graph record what only their gradients need: in this package, EfficientNet-Lite's batch
+    norm folded into its convolutions at every forward pass (in the graph, so that gradients
+    could reach the parameters) in place of the cached folded weights (2% of the demo's time).
+    Input gradients are the same either way.
+    """
+    switched = [p for p in model.parameters() if p.requires_grad]
+    for p in switched:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in switched:
+            p.requires_grad_(True)
 
 
 # ---------------------------------------------------------------------------- targets
