@@ -56,6 +56,8 @@ def test_demo_config() -> None:
     # one SR network defense; the ones that cost minutes each on a CPU are left to evaluate
     assert not {"sr", "paper-faithful", "tvm"} & set(cfg.defenses)
     assert cfg.adaptive_attacks == ["pgd:steps=5:early_stop=true"]
+    # batches of 5: half the fresh memory of 10 (see DEMO_BATCH_SIZE), and at most the examples
+    assert cfg.batch_size == 5 and cfg.n_examples <= cfg.batch_size
 
 
 def test_yaml_config_and_precedence(tmp_path: Path) -> None:

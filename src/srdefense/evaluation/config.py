@@ -45,6 +45,17 @@ DEMO_EOT_SAMPLES = 5
 """EOT draws per gradient for the demo's randomised defenses (the library default is 20)."""
 DEMO_EVAL_DRAWS = 5
 """Scoring draws for the demo's randomised defenses (the library default is 10)."""
+DEMO_BATCH_SIZE = 5
+"""Images per batch of ``srdefense demo``.
+
+Five, not ten: a white-box step through ``paper`` keeps about 300 MB of activations per image,
+and on a virtual machine the first touch of fresh memory is slow (measured on a 2-core AMD
+EPYC Zen 3: 1.5 million page faults and 12 s of system time for the first 20 images of steps
+in batches of 10, 0.9 million and 3.3 s in batches of 5). The demo, run by
+``benchmarks/bench_demo.py``: 166.9 s and 2.4 GB peak in batches of 5, 190.3 s and about
+4 GB in batches of 10. EfficientNet-Lite0 runs 224 x 224 images in chunks of 5 anyway
+(:attr:`srdefense.models.normalize.NormalizedClassifier.cpu_chunk_pixels`).
+"""
 
 
 def split_names(value: str | Iterable[str] | None) -> list[str]:
@@ -466,5 +477,5 @@ def demo_config(out: str | None = None, *, device: str = "cpu", n: int | None = 
         card=False,
         device=device,
         out=out,
-        batch_size=10,
+        batch_size=DEMO_BATCH_SIZE,
     ).validate()
