@@ -81,3 +81,67 @@ def test_fooled_needs_a_margin() -> None:
     assert _fooled(logits, y, None).tolist() == [False, True, False]
     # targeted: the target must lead
     assert _fooled(logits, y, torch.tensor([1, 1, 1])).tolist() == [False, True, False]
+
+
+class _Passes(torch.nn.Module):
+    """Counts its forward passes and the backward passes that reach its input."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.forwards = 0
+        self.backwards = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.forwards += 1
+        if x.requires_grad:
+            x.register_hook(self._count)
+        return self.model(x)
+
+    def _count(self, g: torch.Tensor) -> None:
+        self.backwards += 1
+
+
+def test_value_and_grad_skips_the_backward_pass_no_row_needs() -> None:
+    from srdefense.attacks.base import value_and_grad
+
+    x, y = toy_batch(5, seed=6, dtype=torch.float64)
+    model = _Passes(ToyNet(dtype=torch.float64))
+
+    def fn(m: torch.nn.Module, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = m(v)
+        return torch.nn.functional.cross_entropy(z, y, reduction="none"), z
+
+    loss_ref, logits_ref, g_ref = value_and_grad(model, x, fn)
+    assert (model.forwards, model.backwards) == (1, 1)
+    # some rows needed: the very same gradient
+    some = torch.tensor([True, False, True, False, False])
+    loss, logits, g = value_and_grad(model, x, fn, lambda z: some)
+    assert (model.forwards, model.backwards) == (2, 2)
+    assert torch.equal(g, g_ref) and torch.equal(loss, loss_ref) and torch.equal(logits, logits_ref)
+    # none needed: no backward pass, zeros, the same loss and logits
+    loss, logits, g = value_and_grad(model, x, fn, lambda z: torch.zeros(5, dtype=torch.bool))
+    assert (model.forwards, model.backwards) == (3, 2)
+    assert torch.equal(g, torch.zeros_like(x))
+    assert torch.equal(loss, loss_ref) and torch.equal(logits, logits_ref)
+
+
+def test_early_stop_runs_no_backward_pass_once_the_whole_batch_is_fooled(monkeypatch) -> None:
+    import srdefense.attacks.gradient as gradient_module
+
+    x, y = toy_batch(8, seed=7, dtype=torch.float64)
+    model = ToyNet(dtype=torch.float64)
+    attack = PGD(eps=0.2, steps=10, seed=3, early_stop=True)
+    passes = _Passes(model)
+    adv = attack(passes, x, y)
+    with torch.no_grad():
+        assert bool(_fooled(model(adv), y, None).all())  # all fooled before the last step
+    # every forward pass but the one that found the last rows fooled was followed by a backward
+    assert passes.forwards < attack.steps
+    assert passes.backwards == passes.forwards - 1
+    # and skipping it changed nothing: the result of the loop that always runs the backward pass
+    orig = gradient_module.value_and_grad
+    monkeypatch.setattr(gradient_module, "value_and_grad", lambda m, v, fn, needed=None: orig(m, v, fn))
+    always = _Passes(model)
+    torch.testing.assert_close(attack(always, x, y), adv, rtol=0, atol=0)
+    assert always.backwards == always.forwards == passes.forwards

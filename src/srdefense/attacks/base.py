@@ -345,7 +345,9 @@ def clip_perturbation(adv: Tensor, x: Tensor, eps: float, distance: str) -> Tens
 LossFn = Callable[[nn.Module, Tensor], tuple[Tensor, Tensor]]
 
 
-def value_and_grad(model: nn.Module, var: Tensor, fn: LossFn) -> tuple[Tensor, Tensor, Tensor]:
+def value_and_grad(
+    model: nn.Module, var: Tensor, fn: LossFn, needed: Callable[[Tensor], Tensor] | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
     """Per-sample loss, logits and gradient of the summed loss with respect to ``var``.
 
     The loss is summed over the batch before differentiation, so each row's gradient depends
@@ -358,6 +360,10 @@ def value_and_grad(model: nn.Module, var: Tensor, fn: LossFn) -> tuple[Tensor, T
         model: the classifier.
         var: the variable to differentiate (images, or C&W's tanh-space variable).
         fn: ``fn(model, v) -> (loss (N,), logits (N, K))`` computing the loss of ``v``.
+        needed: for a model that is not an :class:`EOT` wrapper, ``needed(logits) -> (N,) bool``
+            says which rows' gradients the caller will use; when it marks none, the backward
+            pass (about 2.5 forward passes through a super-resolution defense) is skipped and
+            the gradient returned is zeros. An early-stopping attack passes "not yet fooled".
 
     Returns:
         ``(loss, logits, grad)``, detached, averaged over EOT draws.
@@ -369,6 +375,8 @@ def value_and_grad(model: nn.Module, var: Tensor, fn: LossFn) -> tuple[Tensor, T
     for _ in range(n):
         v = var.detach().requires_grad_(True)
         loss, logits = fn(inner, v)
+        if n == 1 and needed is not None and not bool(needed(logits.detach()).any()):
+            return loss.detach(), logits.detach(), torch.zeros_like(var)
         (g,) = torch.autograd.grad(loss.sum(), v)
         loss, logits = loss.detach(), logits.detach()
         if loss_sum is None or logit_sum is None or grad_sum is None:

@@ -138,7 +138,11 @@ class GradientAttack(Attack):
                 z = m(v)
                 return objective("ce", z, ys, ts), z
 
-            _, logits, g = value_and_grad(model, adv[rows], fn)
+            def unfooled(z: Tensor, ys: Tensor = ys, ts: Tensor | None = ts) -> Tensor:
+                return ~_fooled(z, ys, ts)
+
+            # a batch whose every row this forward pass finds fooled needs no backward pass
+            _, logits, g = value_and_grad(model, adv[rows], fn, unfooled if early else None)
             if early:
                 go = ~_fooled(logits, ys, ts)
                 rows, g = rows[go], g[go]
